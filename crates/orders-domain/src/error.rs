@@ -1,0 +1,85 @@
+//! Errors at the domain's boundary. Adapters map their own errors into these at the seam.
+
+use thiserror::Error;
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// Failure of an [`crate::ports::OrderRepository`].
+#[derive(Debug, Error)]
+pub enum RepositoryError {
+    /// The store cannot be reached or gave up for now (connection, pool timeout, deadlock).
+    /// Retrying later may succeed.
+    #[error("storage unavailable: {context}")]
+    Unavailable {
+        context: String,
+        #[source]
+        source: Option<Source>,
+    },
+    /// The data broke a storage constraint; retrying the same data will fail again.
+    #[error("storage constraint violated: {0}")]
+    Constraint(String),
+    /// Anything else: a bug, corrupt data, a schema mismatch.
+    #[error("storage error: {context}")]
+    Other {
+        context: String,
+        #[source]
+        source: Option<Source>,
+    },
+}
+
+impl RepositoryError {
+    /// Worth retrying unchanged?
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    pub fn unavailable(context: impl Into<String>, source: impl Into<Source>) -> Self {
+        Self::Unavailable { context: context.into(), source: Some(source.into()) }
+    }
+
+    pub fn other(context: impl Into<String>, source: impl Into<Source>) -> Self {
+        Self::Other { context: context.into(), source: Some(source.into()) }
+    }
+}
+
+/// Failure of an [`crate::ports::OrderSource`].
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// The broker cannot be reached right now; retry with backoff.
+    #[error("message source unavailable: {context}")]
+    Unavailable {
+        context: String,
+        #[source]
+        source: Option<Source>,
+    },
+    /// The topic does not exist (and is not to be created).
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("message source error: {context}")]
+    Other {
+        context: String,
+        #[source]
+        source: Option<Source>,
+    },
+}
+
+impl SourceError {
+    pub fn unavailable(context: impl Into<String>, source: impl Into<Source>) -> Self {
+        Self::Unavailable { context: context.into(), source: Some(source.into()) }
+    }
+
+    pub fn other(context: impl Into<String>, source: impl Into<Source>) -> Self {
+        Self::Other { context: context.into(), source: Some(source.into()) }
+    }
+}
+
+/// Failure of the query use case.
+#[derive(Debug, Error)]
+pub enum QueryError {
+    #[error("invalid order_uid: must be 1..=64 characters of [A-Za-z0-9_-]")]
+    InvalidUid,
+    #[error("order not found")]
+    NotFound,
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}

@@ -1,0 +1,131 @@
+//! The ingest use case: raw messages in, orders and rejections stored with the next offset in
+//! one repository call, then the committed orders into the cache.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::RepositoryError;
+use crate::ports::{
+    AcceptedOrder, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
+    Rejection, StoreBatch,
+};
+use crate::validation::{decode_order, RejectReason, DEFAULT_MAX_MESSAGE_BYTES};
+
+/// What one ingest step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Orders newly stored.
+    pub stored: usize,
+    /// Messages rejected, by reason (duplicates included).
+    pub rejected: BTreeMap<RejectReason, usize>,
+    /// Offsets committed with the batch.
+    pub offsets: Vec<PartitionOffset>,
+}
+
+/// Sorts messages into orders and rejections and stores them atomically.
+#[derive(Debug, Clone)]
+pub struct IngestService {
+    repo: Arc<dyn OrderRepository>,
+    cache: Arc<dyn OrderCache>,
+    max_message_bytes: usize,
+}
+
+impl IngestService {
+    pub fn new(repo: Arc<dyn OrderRepository>, cache: Arc<dyn OrderCache>) -> Self {
+        Self { repo, cache, max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+    }
+
+    /// Messages over this many bytes are rejected as `oversize` before parsing.
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
+    }
+
+    pub fn repository(&self) -> &Arc<dyn OrderRepository> {
+        &self.repo
+    }
+
+    /// Decodes and validates a fetched batch into what must be stored. Pure: no I/O.
+    pub fn prepare(&self, topic: &str, batch: FetchedBatch) -> StoreBatch {
+        let mut orders = Vec::with_capacity(batch.records.len());
+        let mut rejections = Vec::new();
+        let mut seen = HashSet::with_capacity(batch.records.len());
+        for msg in batch.records {
+            let position =
+                Position { topic: topic.to_owned(), partition: batch.partition, offset: msg.offset };
+            match decode_order(msg.value.as_deref(), self.max_message_bytes) {
+                Ok(order) if !seen.insert(order.order_uid.clone()) => {
+                    // Same uid twice in one batch: the first wins, like across batches.
+                    rejections.push(Rejection {
+                        detail: format!("order_uid {:?} already in this batch", order.order_uid),
+                        position,
+                        reason: RejectReason::Duplicate,
+                        payload: msg.value,
+                    });
+                }
+                Ok(order) => orders.push(AcceptedOrder {
+                    order,
+                    position,
+                    payload: msg.value.unwrap_or_default(),
+                }),
+                Err(err) => rejections.push(Rejection {
+                    position,
+                    reason: err.reason(),
+                    detail: err.to_string(),
+                    payload: msg.value,
+                }),
+            }
+        }
+        StoreBatch {
+            topic: topic.to_owned(),
+            orders,
+            rejections,
+            offsets: vec![PartitionOffset {
+                partition: batch.partition,
+                next_offset: batch.next_offset,
+            }],
+            superseded_rejections: Vec::new(),
+        }
+    }
+
+    /// Stores a prepared batch and, once committed, caches its new orders.
+    pub async fn store(&self, batch: StoreBatch) -> Result<IngestReport, RepositoryError> {
+        let outcome = self.repo.store_batch(&batch).await?;
+        let mut rejected: BTreeMap<RejectReason, usize> = BTreeMap::new();
+        for r in &batch.rejections {
+            *rejected.entry(r.reason).or_default() += 1;
+        }
+        if !outcome.duplicates.is_empty() {
+            *rejected.entry(RejectReason::Duplicate).or_default() += outcome.duplicates.len();
+            for (uid, pos) in &outcome.duplicates {
+                tracing::warn!(order_uid = %uid, topic = %pos.topic, partition = pos.partition,
+                    offset = pos.offset, "order re-sent with a stored uid; kept the stored one");
+            }
+        }
+        for r in &batch.rejections {
+            tracing::warn!(topic = %r.position.topic, partition = r.position.partition,
+                offset = r.position.offset, reason = %r.reason, detail = %r.detail,
+                "message rejected");
+        }
+        // The cache only ever sees committed orders.
+        let stored: HashSet<&str> = outcome.stored.iter().map(String::as_str).collect();
+        for accepted in batch.orders.iter().filter(|a| stored.contains(a.order.order_uid.as_str())) {
+            match serde_json::to_vec(&accepted.order) {
+                Ok(json) => self.cache.insert(&accepted.order.order_uid, Bytes::from(json)),
+                Err(e) => tracing::error!(error = %e, "cannot serialize a stored order"),
+            }
+        }
+        Ok(IngestReport { stored: outcome.stored.len(), rejected, offsets: batch.offsets })
+    }
+
+    /// `prepare` then `store`.
+    pub async fn ingest(
+        &self,
+        topic: &str,
+        batch: FetchedBatch,
+    ) -> Result<IngestReport, RepositoryError> {
+        self.store(self.prepare(topic, batch)).await
+    }
+}

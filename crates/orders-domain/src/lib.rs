@@ -1,0 +1,32 @@
+//! The heart of the orders service: the [`Order`] model and its validation, the ports
+//! ([`OrderRepository`], [`OrderCache`], [`OrderSource`]) and the use cases
+//! ([`IngestService`], [`QueryService`]).
+//!
+//! Invariant: this crate does no I/O. It talks to the world only through the port traits.
+
+pub mod error;
+pub mod ingest;
+pub mod model;
+pub mod ports;
+pub mod query;
+pub mod sample;
+pub mod validation;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use error::{QueryError, RepositoryError, SourceError};
+pub use ingest::{IngestReport, IngestService};
+pub use model::{Delivery, Item, Order, OrderSummary, Payment};
+pub use ports::{
+    AcceptedOrder, CacheStats, FetchedBatch, OrderCache, OrderRepository, OrderSource,
+    PartitionOffset, Position, RawMessage, RejectedFilter, RejectedMessage, Rejection,
+    StartOffset, StoreBatch, StoreOutcome,
+};
+pub use query::QueryService;
+pub use validation::{
+    decode_order, is_valid_order_uid, validate_order, DecodeError, FieldError, RejectReason,
+};
+
+/// The reference order message, shipped with the project.
+pub const REFERENCE_ORDER_JSON: &str = include_str!("../../../fixtures/order.json");

@@ -1,0 +1,154 @@
+//! The order as it arrives on the topic and as the API returns it.
+//!
+//! Field names and JSON types follow the reference message (`fixtures/order.json`) exactly;
+//! unknown fields are rejected so a typo in a producer never silently loses data.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+use crate::validation::{
+    validate_currency, validate_order_uid, validate_phone, validate_token,
+};
+
+/// One order with its delivery, payment and items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Order {
+    #[validate(custom(function = "validate_order_uid"))]
+    pub order_uid: String,
+    #[validate(length(min = 1, max = 64), custom(function = "validate_token"))]
+    pub track_number: String,
+    #[validate(length(min = 1, max = 32))]
+    pub entry: String,
+    #[validate(nested)]
+    pub delivery: Delivery,
+    #[validate(nested)]
+    pub payment: Payment,
+    #[validate(length(min = 1, max = 1000), nested)]
+    pub items: Vec<Item>,
+    #[validate(length(min = 1, max = 16))]
+    pub locale: String,
+    /// May be empty.
+    #[validate(length(max = 256))]
+    pub internal_signature: String,
+    #[validate(length(min = 1, max = 128))]
+    pub customer_id: String,
+    #[validate(length(min = 1, max = 64))]
+    pub delivery_service: String,
+    #[validate(length(min = 1, max = 16))]
+    pub shardkey: String,
+    #[validate(range(min = 0))]
+    pub sm_id: i64,
+    /// RFC 3339 on the wire; kept in UTC with microsecond precision (PostgreSQL `timestamptz`).
+    #[serde(with = "rfc3339")]
+    pub date_created: DateTime<Utc>,
+    #[validate(length(min = 1, max = 16))]
+    pub oof_shard: String,
+}
+
+/// Where the order goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    #[validate(length(min = 1, max = 256))]
+    pub name: String,
+    #[validate(custom(function = "validate_phone"))]
+    pub phone: String,
+    #[validate(length(min = 1, max = 32))]
+    pub zip: String,
+    #[validate(length(min = 1, max = 128))]
+    pub city: String,
+    #[validate(length(min = 1, max = 512))]
+    pub address: String,
+    #[validate(length(min = 1, max = 128))]
+    pub region: String,
+    #[validate(length(min = 3, max = 254), email)]
+    pub email: String,
+}
+
+/// How the order was paid. Money is in minor units (integers), never floats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Payment {
+    #[validate(length(min = 1, max = 128))]
+    pub transaction: String,
+    /// May be empty.
+    #[validate(length(max = 128))]
+    pub request_id: String,
+    #[validate(custom(function = "validate_currency"))]
+    pub currency: String,
+    #[validate(length(min = 1, max = 64))]
+    pub provider: String,
+    #[validate(range(min = 0))]
+    pub amount: i64,
+    /// Unix seconds.
+    #[validate(range(min = 0))]
+    pub payment_dt: i64,
+    #[validate(length(min = 1, max = 64))]
+    pub bank: String,
+    #[validate(range(min = 0))]
+    pub delivery_cost: i64,
+    #[validate(range(min = 0))]
+    pub goods_total: i64,
+    #[validate(range(min = 0))]
+    pub custom_fee: i64,
+}
+
+/// One line of the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    #[validate(range(min = 0))]
+    pub chrt_id: i64,
+    #[validate(length(min = 1, max = 64))]
+    pub track_number: String,
+    #[validate(range(min = 0))]
+    pub price: i64,
+    #[validate(length(min = 1, max = 128))]
+    pub rid: String,
+    #[validate(length(min = 1, max = 256))]
+    pub name: String,
+    /// Discount in percent.
+    #[validate(range(min = 0, max = 100))]
+    pub sale: i32,
+    #[validate(length(min = 1, max = 32))]
+    pub size: String,
+    #[validate(range(min = 0))]
+    pub total_price: i64,
+    #[validate(range(min = 0))]
+    pub nm_id: i64,
+    #[validate(length(min = 1, max = 256))]
+    pub brand: String,
+    #[validate(range(min = 0))]
+    pub status: i32,
+}
+
+/// A short line for lists of recent orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderSummary {
+    pub order_uid: String,
+    #[serde(with = "rfc3339")]
+    pub date_created: DateTime<Utc>,
+    pub items: i64,
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// RFC 3339 in and out, normalised to UTC and truncated to what PostgreSQL stores, so a value
+/// read back from the database serializes exactly like the one that was ingested.
+pub(crate) mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(v: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&raw)
+            .map(|t| t.with_timezone(&Utc).trunc_subsecs(6))
+            .map_err(|e| de::Error::custom(format_args!("not an RFC 3339 timestamp ({e})")))
+    }
+}

@@ -1,0 +1,223 @@
+//! The ports: what the domain needs from the outside world. Adapters implement them; the
+//! contracts below are what an adapter author must honour (the conformance suite in
+//! [`crate::testing`] checks the repository's).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{RepositoryError, SourceError};
+use crate::model::{Order, OrderSummary};
+use crate::validation::RejectReason;
+
+/// Where a message sits in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Position {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A valid order together with where it came from and its original bytes (kept so that a
+/// re-send can be recorded as a `duplicate` rejection with its payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedOrder {
+    pub order: Order,
+    pub position: Position,
+    pub payload: Bytes,
+}
+
+/// A message that is not a valid order, with the reason it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub position: Position,
+    pub reason: RejectReason,
+    /// Human-readable detail, e.g. `payment.amount: must equal ...`.
+    pub detail: String,
+    /// The raw value; `None` for a tombstone.
+    pub payload: Option<Bytes>,
+}
+
+/// The next offset to read from a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffset {
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+/// Everything one ingestion step writes, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreBatch {
+    /// Topic that the offsets belong to.
+    pub topic: String,
+    /// Valid orders, unique by `order_uid` within the batch.
+    pub orders: Vec<AcceptedOrder>,
+    pub rejections: Vec<Rejection>,
+    pub offsets: Vec<PartitionOffset>,
+    /// Ids of `rejected_messages` rows this batch supersedes (a replay); deleted in the same
+    /// transaction.
+    pub superseded_rejections: Vec<i64>,
+}
+
+/// What `store_batch` did with the orders of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// Uids of the orders that were new and are now stored.
+    pub stored: Vec<String>,
+    /// Positions and uids of orders whose uid was already stored; recorded as `duplicate`
+    /// rejections in the same transaction, the stored order left unchanged.
+    pub duplicates: Vec<(String, Position)>,
+}
+
+/// A row of `rejected_messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedMessage {
+    pub id: i64,
+    pub position: Position,
+    pub reason: String,
+    pub detail: String,
+    #[serde(skip)]
+    pub payload: Option<Bytes>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Which rejected messages to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RejectedFilter {
+    pub reason: Option<RejectReason>,
+    /// Only rows with an id greater than this (for paging through replays).
+    pub after_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Durable storage of orders, rejections and consumer offsets.
+#[async_trait]
+pub trait OrderRepository: Send + Sync + std::fmt::Debug {
+    /// Stores a whole batch atomically: all of it or, on any error, none of it (no order, no
+    /// rejection, no offset moves).
+    ///
+    /// - Orders whose `order_uid` is not stored yet MUST be stored with their delivery, payment
+    ///   and items (items keep their order).
+    /// - Orders whose `order_uid` is already stored MUST NOT change anything stored for that
+    ///   uid; each MUST be recorded as a rejection with reason `duplicate` and be reported in
+    ///   [`StoreOutcome::duplicates`].
+    /// - Rejections MUST be stored with their position, reason, detail and payload; a rejection
+    ///   at a position that is already recorded is ignored.
+    /// - Each offset MUST replace the stored next offset of `(batch.topic, partition)`.
+    /// - An order breaking a storage constraint (negative money, `sale` over 100) MUST fail the
+    ///   whole batch with [`RepositoryError::Constraint`].
+    /// - Transient failures (connection lost, pool exhausted, deadlock) MUST be reported as
+    ///   [`RepositoryError::Unavailable`] so callers retry.
+    async fn store_batch(&self, batch: &StoreBatch) -> Result<StoreOutcome, RepositoryError>;
+
+    /// The stored order with this uid, exactly as it was stored, or `None`.
+    async fn get(&self, order_uid: &str) -> Result<Option<Order>, RepositoryError>;
+
+    /// Up to `limit` orders, most recently stored first.
+    async fn recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError>;
+
+    /// Like [`Self::recent`], but only a summary of each.
+    async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError>;
+
+    /// Next offset to read per partition of `topic`, as last committed by `store_batch`.
+    async fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, RepositoryError>;
+
+    /// Rejected messages, oldest first.
+    async fn rejected(&self, filter: &RejectedFilter)
+    -> Result<Vec<RejectedMessage>, RepositoryError>;
+
+    /// Number of rejected messages per reason.
+    async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError>;
+
+    /// Cheap liveness check of the store.
+    async fn ping(&self) -> Result<(), RepositoryError>;
+}
+
+/// Counters of a cache, as reported by `/cache/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CacheStats {
+    pub size: usize,
+    pub capacity: usize,
+    pub bytes: usize,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub hit_ratio: f64,
+    pub warmup_loaded: usize,
+    pub warmup_millis: u64,
+    pub warmed_up: bool,
+}
+
+/// Recently used orders in memory, as serialized JSON so that a hit costs no serialization.
+///
+/// Contract: bounded (never more than `capacity` entries); `get` counts a hit or a miss;
+/// `insert` of a new uid may evict per the adapter's documented policy and counts evictions;
+/// only committed orders are inserted (the use cases guarantee that).
+pub trait OrderCache: Send + Sync + std::fmt::Debug {
+    fn get(&self, order_uid: &str) -> Option<Bytes>;
+    fn insert(&self, order_uid: &str, json: Bytes);
+    fn stats(&self) -> CacheStats;
+    fn capacity(&self) -> usize;
+    /// Records the result of the start-up warm-up.
+    fn mark_warmed(&self, loaded: usize, took: Duration);
+}
+
+/// One record as read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    pub offset: i64,
+    /// `None` for a tombstone.
+    pub value: Option<Bytes>,
+}
+
+/// One fetch from one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedBatch {
+    pub partition: i32,
+    pub records: Vec<RawMessage>,
+    /// Offset to fetch next (one past the last record returned, or the requested offset).
+    pub next_offset: i64,
+    /// Partition's high watermark at fetch time (for lag).
+    pub high_watermark: i64,
+}
+
+/// Where a partition's consumption starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    /// The stored offset is still in the log.
+    Stored(i64),
+    /// Nothing stored: the earliest offset in the log.
+    Earliest(i64),
+    /// The stored offset was removed by retention (or is past the end); restarting at the
+    /// earliest available offset.
+    Reset { stored: i64, earliest: i64 },
+}
+
+impl StartOffset {
+    pub fn offset(self) -> i64 {
+        match self {
+            Self::Stored(o) | Self::Earliest(o) => o,
+            Self::Reset { earliest, .. } => earliest,
+        }
+    }
+}
+
+/// A partitioned log of order messages.
+///
+/// Contract: `fetch` returns records in offset order starting at or after `offset`, never
+/// commits anything itself; transient failures are [`SourceError::Unavailable`].
+#[async_trait]
+pub trait OrderSource: Send + Sync + std::fmt::Debug {
+    fn topic(&self) -> &str;
+    /// The topic's partitions now.
+    async fn partitions(&self) -> Result<Vec<i32>, SourceError>;
+    /// Resolves where to start on `partition` given the stored next offset.
+    async fn start_offset(&self, partition: i32, stored: Option<i64>)
+    -> Result<StartOffset, SourceError>;
+    /// The next batch at `offset`; waits up to the adapter's max wait when there is nothing.
+    async fn fetch(&self, partition: i32, offset: i64) -> Result<FetchedBatch, SourceError>;
+}

@@ -1,0 +1,440 @@
+//! In-memory fakes of the ports and the repository conformance suite.
+//!
+//! The suite is run against [`InMemoryRepository`] here and against every real adapter in the
+//! adapter's own tests (see `repository_conformance_tests!`), so both honour one contract.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::error::RepositoryError;
+use crate::model::{Order, OrderSummary};
+use crate::ports::{
+    CacheStats, OrderCache, OrderRepository, RejectedFilter, RejectedMessage, StoreBatch,
+    StoreOutcome,
+};
+use crate::validation::RejectReason;
+
+#[derive(Debug, Default)]
+struct MemState {
+    orders: HashMap<String, (u64, Order)>,
+    seq: u64,
+    offsets: BTreeMap<(String, i32), i64>,
+    rejected: Vec<RejectedMessage>,
+    next_rejected_id: i64,
+}
+
+/// An `OrderRepository` in memory, for domain tests. Fails every call while `set_down(true)`.
+#[derive(Debug, Default)]
+pub struct InMemoryRepository {
+    state: Mutex<MemState>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl InMemoryRepository {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Simulates an outage: every call fails with `Unavailable` until set back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<std::sync::MutexGuard<'_, MemState>, RepositoryError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RepositoryError::Unavailable { context: "simulated outage".into(), source: None });
+        }
+        self.state
+            .lock()
+            .map_err(|_| RepositoryError::Other { context: "poisoned".into(), source: None })
+    }
+}
+
+fn storage_constraints(order: &Order) -> Result<(), RepositoryError> {
+    let p = &order.payment;
+    let money = [p.amount, p.delivery_cost, p.goods_total, p.custom_fee, p.payment_dt];
+    let bad_item = order
+        .items
+        .iter()
+        .any(|i| i.price < 0 || i.total_price < 0 || !(0..=100).contains(&i.sale));
+    if money.iter().any(|v| *v < 0) || bad_item {
+        return Err(RepositoryError::Constraint(format!(
+            "order {} breaks a storage constraint",
+            order.order_uid
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl OrderRepository for InMemoryRepository {
+    async fn store_batch(&self, batch: &StoreBatch) -> Result<StoreOutcome, RepositoryError> {
+        let mut st = self.check()?;
+        for a in &batch.orders {
+            storage_constraints(&a.order)?;
+        }
+        let mut outcome = StoreOutcome::default();
+        st.rejected.retain(|r| !batch.superseded_rejections.contains(&r.id));
+        let mut new_rejections = Vec::new();
+        for a in &batch.orders {
+            if st.orders.contains_key(&a.order.order_uid) {
+                outcome.duplicates.push((a.order.order_uid.clone(), a.position.clone()));
+                new_rejections.push((
+                    a.position.clone(),
+                    RejectReason::Duplicate.as_str().to_owned(),
+                    format!("order_uid {:?} is already stored", a.order.order_uid),
+                    Some(a.payload.clone()),
+                ));
+            } else {
+                st.seq += 1;
+                let seq = st.seq;
+                st.orders.insert(a.order.order_uid.clone(), (seq, a.order.clone()));
+                outcome.stored.push(a.order.order_uid.clone());
+            }
+        }
+        for r in &batch.rejections {
+            new_rejections.push((
+                r.position.clone(),
+                r.reason.as_str().to_owned(),
+                r.detail.clone(),
+                r.payload.clone(),
+            ));
+        }
+        for (position, reason, detail, payload) in new_rejections {
+            if st.rejected.iter().any(|r| r.position == position) {
+                continue;
+            }
+            st.next_rejected_id += 1;
+            let id = st.next_rejected_id;
+            st.rejected.push(RejectedMessage {
+                id,
+                position,
+                reason,
+                detail,
+                payload,
+                received_at: Utc::now(),
+            });
+        }
+        for o in &batch.offsets {
+            st.offsets.insert((batch.topic.clone(), o.partition), o.next_offset);
+        }
+        Ok(outcome)
+    }
+
+    async fn get(&self, order_uid: &str) -> Result<Option<Order>, RepositoryError> {
+        Ok(self.check()?.orders.get(order_uid).map(|(_, o)| o.clone()))
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError> {
+        let st = self.check()?;
+        let mut all: Vec<_> = st.orders.values().collect();
+        all.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(all.into_iter().take(limit).map(|(_, o)| o.clone()).collect())
+    }
+
+    async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError> {
+        Ok(self
+            .recent(limit)
+            .await?
+            .into_iter()
+            .map(|o| OrderSummary {
+                items: o.items.len() as i64,
+                amount: o.payment.amount,
+                currency: o.payment.currency.clone(),
+                date_created: o.date_created,
+                order_uid: o.order_uid,
+            })
+            .collect())
+    }
+
+    async fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, RepositoryError> {
+        Ok(self
+            .check()?
+            .offsets
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|((_, p), o)| (*p, *o))
+            .collect())
+    }
+
+    async fn rejected(
+        &self,
+        filter: &RejectedFilter,
+    ) -> Result<Vec<RejectedMessage>, RepositoryError> {
+        Ok(self
+            .check()?
+            .rejected
+            .iter()
+            .filter(|r| filter.reason.is_none_or(|want| r.reason == want.as_str()))
+            .filter(|r| filter.after_id.is_none_or(|after| r.id > after))
+            .take(filter.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError> {
+        let mut counts = BTreeMap::new();
+        for r in &self.check()?.rejected {
+            *counts.entry(r.reason.clone()).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        self.check().map(|_| ())
+    }
+}
+
+/// A tiny FIFO-bounded cache for domain tests.
+#[derive(Debug)]
+pub struct InMemoryCache {
+    inner: Mutex<(HashMap<String, Bytes>, VecDeque<String>, CacheStats)>,
+}
+
+impl InMemoryCache {
+    pub fn new(capacity: usize) -> Self {
+        let stats = CacheStats { capacity, ..CacheStats::default() };
+        Self { inner: Mutex::new((HashMap::new(), VecDeque::new(), stats)) }
+    }
+}
+
+impl OrderCache for InMemoryCache {
+    fn get(&self, order_uid: &str) -> Option<Bytes> {
+        let mut g = self.inner.lock().ok()?;
+        let hit = g.0.get(order_uid).cloned();
+        if hit.is_some() {
+            g.2.hits += 1;
+        } else {
+            g.2.misses += 1;
+        }
+        hit
+    }
+
+    fn insert(&self, order_uid: &str, json: Bytes) {
+        let Ok(mut g) = self.inner.lock() else { return };
+        if g.0.insert(order_uid.to_owned(), json).is_none() {
+            g.1.push_back(order_uid.to_owned());
+            if g.1.len() > g.2.capacity {
+                if let Some(old) = g.1.pop_front() {
+                    g.0.remove(&old);
+                    g.2.evictions += 1;
+                }
+            }
+        }
+        g.2.size = g.0.len();
+    }
+
+    fn stats(&self) -> CacheStats {
+        self.inner.lock().map(|g| g.2.clone()).unwrap_or_default()
+    }
+
+    fn capacity(&self) -> usize {
+        self.stats().capacity
+    }
+
+    fn mark_warmed(&self, loaded: usize, took: Duration) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.2.warmup_loaded = loaded;
+            g.2.warmup_millis = took.as_millis() as u64;
+            g.2.warmed_up = true;
+        }
+    }
+}
+
+/// The `OrderRepository` contract as executable checks. Each takes a fresh, empty repository.
+pub mod conformance {
+    use bytes::Bytes;
+
+    use crate::error::RepositoryError;
+    use crate::ports::{
+        AcceptedOrder, OrderRepository, PartitionOffset, Position, RejectedFilter, Rejection,
+        StoreBatch,
+    };
+    use crate::sample::{generated_order, reference_order};
+    use crate::validation::RejectReason;
+    use crate::Order;
+
+    const TOPIC: &str = "conformance";
+
+    fn accepted(order: Order, partition: i32, offset: i64) -> AcceptedOrder {
+        let payload = Bytes::from(serde_json::to_vec(&order).unwrap_or_default());
+        AcceptedOrder { order, position: Position { topic: TOPIC.into(), partition, offset }, payload }
+    }
+
+    fn batch(orders: Vec<AcceptedOrder>, partition: i32, next_offset: i64) -> StoreBatch {
+        StoreBatch {
+            topic: TOPIC.into(),
+            orders,
+            rejections: vec![],
+            offsets: vec![PartitionOffset { partition, next_offset }],
+            superseded_rejections: vec![],
+        }
+    }
+
+    /// Store the reference order, read it back: the same JSON.
+    pub async fn fixture_round_trip(repo: &dyn OrderRepository) {
+        let order = reference_order();
+        let out = repo.store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, 1)).await.unwrap();
+        assert_eq!(out.stored, vec![order.order_uid.clone()]);
+        assert!(out.duplicates.is_empty());
+        let back = repo.get(&order.order_uid).await.unwrap().expect("stored order is found");
+        assert_eq!(back, order);
+        let original: serde_json::Value = serde_json::from_str(crate::REFERENCE_ORDER_JSON).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), original);
+        assert_eq!(repo.get("no-such-order").await.unwrap(), None);
+    }
+
+    /// Generated orders with many items keep every field and the item order.
+    pub async fn many_items_round_trip(repo: &dyn OrderRepository) {
+        let orders: Vec<_> = (0..20).map(|n| generated_order("many-", n, 1 + (n as usize % 12))).collect();
+        let acc = orders.iter().enumerate().map(|(i, o)| accepted(o.clone(), 1, i as i64)).collect();
+        repo.store_batch(&batch(acc, 1, 20)).await.unwrap();
+        for o in &orders {
+            assert_eq!(repo.get(&o.order_uid).await.unwrap().as_ref(), Some(o));
+        }
+    }
+
+    /// Re-storing an order (even with other content) changes nothing stored and is reported
+    /// as a duplicate rejection.
+    pub async fn restore_is_idempotent(repo: &dyn OrderRepository) {
+        let order = reference_order();
+        repo.store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, 1)).await.unwrap();
+        let mut changed = order.clone();
+        changed.items[0].name = "Changed".into();
+        changed.delivery.city = "Elsewhere".into();
+        let out = repo
+            .store_batch(&batch(vec![accepted(order.clone(), 0, 1), accepted(changed, 0, 2)], 0, 3))
+            .await
+            .unwrap();
+        assert!(out.stored.is_empty(), "nothing new is stored: {out:?}");
+        assert_eq!(out.duplicates.len(), 2);
+        assert_eq!(repo.get(&order.order_uid).await.unwrap(), Some(order));
+        assert_eq!(repo.recent(10).await.unwrap().len(), 1);
+        let dups = repo
+            .rejected(&RejectedFilter { reason: Some(RejectReason::Duplicate), after_id: None, limit: 10 })
+            .await
+            .unwrap();
+        let offsets: Vec<i64> = dups.iter().map(|r| r.position.offset).collect();
+        assert_eq!(offsets, vec![1, 2]);
+        assert_eq!(repo.stored_offsets(TOPIC).await.unwrap().get(&0), Some(&3));
+    }
+
+    /// A batch that fails part-way (an order breaking a storage constraint after others were
+    /// written) commits nothing: no orders, no rejections, no offsets.
+    pub async fn failed_batch_commits_nothing(repo: &dyn OrderRepository) {
+        repo.store_batch(&batch(vec![accepted(generated_order("ok-", 0, 1), 0, 0)], 0, 1))
+            .await
+            .unwrap();
+        let good = generated_order("atomic-", 1, 3);
+        let mut bad = generated_order("atomic-", 2, 3);
+        bad.payment.amount = -1;
+        let mut b = batch(vec![accepted(good.clone(), 0, 1), accepted(bad.clone(), 0, 2)], 0, 4);
+        b.rejections.push(Rejection {
+            position: Position { topic: TOPIC.into(), partition: 0, offset: 3 },
+            reason: RejectReason::NotJson,
+            detail: "x".into(),
+            payload: Some(Bytes::from_static(b"{")),
+        });
+        let err = repo.store_batch(&b).await.expect_err("a constraint violation fails the batch");
+        assert!(matches!(err, RepositoryError::Constraint(_)), "got {err:?}");
+        assert_eq!(repo.get(&good.order_uid).await.unwrap(), None);
+        assert_eq!(repo.get(&bad.order_uid).await.unwrap(), None);
+        assert_eq!(repo.stored_offsets(TOPIC).await.unwrap().get(&0), Some(&1));
+        assert!(repo.rejected(&RejectedFilter { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+        assert_eq!(repo.recent(10).await.unwrap().len(), 1);
+    }
+
+    /// Rejections and offsets are stored with the orders.
+    pub async fn rejections_and_offsets_stored(repo: &dyn OrderRepository) {
+        let mut b = batch(vec![accepted(generated_order("rj-", 1, 2), 2, 10)], 2, 13);
+        b.offsets.push(PartitionOffset { partition: 5, next_offset: 7 });
+        b.rejections = vec![
+            Rejection {
+                position: Position { topic: TOPIC.into(), partition: 2, offset: 11 },
+                reason: RejectReason::Tombstone,
+                detail: "message has no value (tombstone)".into(),
+                payload: None,
+            },
+            Rejection {
+                position: Position { topic: TOPIC.into(), partition: 2, offset: 12 },
+                reason: RejectReason::NotUtf8,
+                detail: "bad bytes".into(),
+                payload: Some(Bytes::from_static(&[0xff, 0xfe, 0x00])),
+            },
+        ];
+        repo.store_batch(&b).await.unwrap();
+        // Re-recording the same positions is ignored.
+        repo.store_batch(&b).await.unwrap();
+        let offsets = repo.stored_offsets(TOPIC).await.unwrap();
+        assert_eq!(offsets.into_iter().collect::<Vec<_>>(), vec![(2, 13), (5, 7)]);
+        assert!(repo.stored_offsets("another-topic").await.unwrap().is_empty());
+        let mut all = repo.rejected(&RejectedFilter { limit: 100, ..Default::default() }).await.unwrap();
+        all.sort_by_key(|r| r.position.clone());
+        let summary: Vec<_> = all
+            .iter()
+            .map(|r| (r.position.partition, r.position.offset, r.reason.as_str(), r.payload.clone()))
+            .collect();
+        let order_payload = Bytes::from(serde_json::to_vec(&generated_order("rj-", 1, 2)).unwrap());
+        // The second store finds the order already stored: a duplicate at its position.
+        assert_eq!(
+            summary,
+            vec![
+                (2, 10, "duplicate", Some(order_payload)),
+                (2, 11, "tombstone", None),
+                (2, 12, "not_utf8", Some(Bytes::from_static(&[0xff, 0xfe, 0x00]))),
+            ]
+        );
+        let counts = repo.rejected_counts().await.unwrap();
+        assert_eq!(counts.get("tombstone"), Some(&1));
+        assert_eq!(counts.get("not_utf8"), Some(&1));
+        // The re-stored order at (2, 10) is a duplicate, recorded once.
+        assert_eq!(counts.get("duplicate"), Some(&1));
+        let only = repo
+            .rejected(&RejectedFilter { reason: Some(RejectReason::Tombstone), after_id: None, limit: 10 })
+            .await
+            .unwrap();
+        assert_eq!(only.len(), 1);
+    }
+
+    /// `recent` is newest first and bounded; summaries agree.
+    pub async fn most_recent_first(repo: &dyn OrderRepository) {
+        for n in 0..5u64 {
+            let o = generated_order("recent-", n, 1 + n as usize);
+            repo.store_batch(&batch(vec![accepted(o, 0, n as i64)], 0, n as i64 + 1)).await.unwrap();
+        }
+        let uids: Vec<_> = repo.recent(3).await.unwrap().into_iter().map(|o| o.order_uid).collect();
+        assert_eq!(uids, vec!["recent-4", "recent-3", "recent-2"]);
+        let sums = repo.recent_summaries(2).await.unwrap();
+        assert_eq!(sums.len(), 2);
+        assert_eq!(sums[0].order_uid, "recent-4");
+        assert_eq!(sums[0].items, 5);
+        assert_eq!(sums[0].amount, generated_order("recent-", 4, 5).payment.amount);
+        assert_eq!(repo.recent(100).await.unwrap().len(), 5);
+        repo.ping().await.unwrap();
+    }
+
+    /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
+    /// that yields a fresh, empty repository (anything that derefs to `dyn OrderRepository`).
+    #[macro_export]
+    macro_rules! repository_conformance_tests {
+        ($make:expr) => {
+            $crate::repository_conformance_tests!(@each $make;
+                fixture_round_trip, many_items_round_trip, restore_is_idempotent,
+                failed_batch_commits_nothing, rejections_and_offsets_stored, most_recent_first);
+        };
+        (@each $make:expr; $($name:ident),*) => {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let repo = $make.await;
+                    $crate::testing::conformance::$name(&*repo).await;
+                }
+            )*
+        };
+    }
+}
