@@ -52,6 +52,9 @@ pub enum SourceError {
         #[source]
         source: Option<Source>,
     },
+    /// The requested offset is outside the log (removed by retention, or past the end).
+    #[error("offset {offset} is out of range on partition {partition}")]
+    OffsetOutOfRange { partition: i32, offset: i64 },
     /// The topic does not exist (and is not to be created).
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),

@@ -419,7 +419,7 @@ pub mod conformance {
     }
 
     /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
-    /// that yields a fresh, empty repository (anything that derefs to `dyn OrderRepository`).
+    /// that yields a fresh, empty repository.
     #[macro_export]
     macro_rules! repository_conformance_tests {
         ($make:expr) => {
@@ -432,7 +432,7 @@ pub mod conformance {
                 #[tokio::test]
                 async fn $name() {
                     let repo = $make.await;
-                    $crate::testing::conformance::$name(&*repo).await;
+                    $crate::testing::conformance::$name(&repo).await;
                 }
             )*
         };

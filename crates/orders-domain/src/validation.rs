@@ -86,10 +86,13 @@ pub enum RejectReason {
     Invalid,
     /// The `order_uid` is already stored (a re-send); the stored order is kept unchanged.
     Duplicate,
+    /// Valid by the domain's rules, but the store refused it (a storage constraint); kept here
+    /// so that it is not lost and can be replayed once the cause is fixed.
+    StorageRefused,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         Self::Tombstone,
         Self::Empty,
         Self::Oversize,
@@ -98,6 +101,7 @@ impl RejectReason {
         Self::NotOrder,
         Self::Invalid,
         Self::Duplicate,
+        Self::StorageRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +114,7 @@ impl RejectReason {
             Self::NotOrder => "not_order",
             Self::Invalid => "invalid",
             Self::Duplicate => "duplicate",
+            Self::StorageRefused => "storage_refused",
         }
     }
 

@@ -125,5 +125,5 @@ async fn warm_up_loads_the_newest_up_to_capacity() {
 
 mod conformance_in_memory {
     use super::*;
-    orders_domain::repository_conformance_tests!(async { Arc::new(InMemoryRepository::new()) });
+    orders_domain::repository_conformance_tests!(async { InMemoryRepository::new() });
 }

@@ -1,0 +1,83 @@
+#![allow(clippy::unwrap_used)]
+//! Behaviour and concurrency of the dashmap cache.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use bytes::Bytes;
+use orders_cache::DashCache;
+use orders_domain::OrderCache;
+
+fn body(n: usize) -> Bytes {
+    Bytes::from(format!("{{\"order_uid\":\"o{n}\"}}"))
+}
+
+#[test]
+fn hits_misses_and_fifo_eviction() {
+    let c = DashCache::new(3);
+    for n in 0..3 {
+        c.insert(&format!("o{n}"), body(n));
+    }
+    assert_eq!(c.get("o0"), Some(body(0)));
+    c.insert("o3", body(3)); // evicts o0, the first inserted, even though it was just read
+    assert_eq!(c.get("o0"), None);
+    assert!(c.get("o3").is_some());
+    c.insert("o3", body(3)); // same uid: no new entry, no eviction
+    let s = c.stats();
+    assert_eq!((s.size, s.capacity, s.hits, s.misses, s.evictions), (3, 3, 2, 1, 1));
+    assert!((s.hit_ratio - 2.0 / 3.0).abs() < 1e-9);
+    let expected_bytes: usize = (1..4).map(|n| body(n).len()).sum();
+    assert_eq!(s.bytes, expected_bytes);
+    assert!(!s.warmed_up);
+    c.mark_warmed(3, Duration::from_millis(12));
+    let s = c.stats();
+    assert!(s.warmed_up);
+    assert_eq!((s.warmup_loaded, s.warmup_millis), (3, 12));
+}
+
+#[test]
+fn many_readers_and_writers_keep_the_bound_and_the_counts() {
+    const CAP: usize = 500;
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 5_000;
+    const READERS: usize = 4;
+    const READS: usize = 20_000;
+    let c = Arc::new(DashCache::new(CAP));
+    let mut handles = vec![];
+    for w in 0..WRITERS {
+        let c = c.clone();
+        handles.push(thread::spawn(move || {
+            for i in 0..PER_WRITER {
+                let n = w * PER_WRITER + i;
+                c.insert(&format!("o{n}"), body(n));
+                assert!(c.len() <= CAP, "bound exceeded: {}", c.len());
+            }
+            0u64
+        }));
+    }
+    for r in 0..READERS {
+        let c = c.clone();
+        handles.push(thread::spawn(move || {
+            let mut found = 0u64;
+            for i in 0..READS {
+                let n = (i * 7 + r) % (WRITERS * PER_WRITER);
+                if let Some(b) = c.get(&format!("o{n}")) {
+                    assert_eq!(b, body(n), "a hit returns that uid's body");
+                    found += 1;
+                }
+            }
+            found
+        }));
+    }
+    let mut total_found = 0;
+    for h in handles {
+        total_found += h.join().unwrap();
+    }
+    let s = c.stats();
+    assert_eq!(s.size, CAP);
+    assert_eq!(s.hits + s.misses, (READERS * READS) as u64);
+    assert_eq!(s.hits, total_found);
+    assert_eq!(s.evictions, (WRITERS * PER_WRITER - CAP) as u64);
+    assert_eq!(s.bytes, (0..WRITERS * PER_WRITER).filter(|n| c.get(&format!("o{n}")).is_some()).map(|n| body(n).len()).sum::<usize>());
+}

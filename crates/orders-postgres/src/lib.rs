@@ -1,0 +1,16 @@
+//! [`OrderRepository`](orders_domain::OrderRepository) on PostgreSQL.
+//!
+//! Invariant: every write of a batch happens in one transaction with multi-row `UNNEST`
+//! inserts; nothing outside this crate sees a `tokio_postgres` type.
+
+mod config;
+mod error;
+mod migrate;
+mod repository;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::PgConfig;
+pub use error::PgError;
+pub use migrate::{migrate, MIGRATIONS};
+pub use repository::PgRepository;

@@ -1,0 +1,53 @@
+//! A deliberately small migration runner: numbered SQL files from `migrations/`, embedded in the
+//! binary, applied in order inside one transaction under an advisory lock (so two instances
+//! starting at once do not race), each recorded in `schema_migrations`. Re-running is a no-op.
+
+use crate::error::PgError;
+
+/// `(version, name, sql)`, in order.
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial", include_str!("../../../migrations/0001_initial.sql"))];
+
+/// Arbitrary constant key for `pg_advisory_xact_lock`.
+const LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"
+
+/// Applies the migrations not applied yet; returns the versions applied now.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, PgError> {
+    let q = |context| move |source| PgError::Query { context, source };
+    let tx = client.transaction().await.map_err(q("starting the migration transaction"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(q("taking the migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version integer PRIMARY KEY,
+            name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(q("creating schema_migrations"))?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(q("reading schema_migrations"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut now = Vec::new();
+    for &(version, name, sql) in MIGRATIONS {
+        if applied.contains(&version) {
+            continue;
+        }
+        tx.batch_execute(sql).await.map_err(|source| PgError::Migration { version, name, source })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&version, &name],
+        )
+        .await
+        .map_err(|source| PgError::Migration { version, name, source })?;
+        tracing::info!(version, name, "applied migration");
+        now.push(version);
+    }
+    tx.commit().await.map_err(q("committing migrations"))?;
+    Ok(now)
+}

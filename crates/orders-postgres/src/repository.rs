@@ -1,0 +1,508 @@
+use std::collections::{BTreeMap, HashSet};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use orders_domain::{
+    AcceptedOrder, Delivery, Item, Order, OrderRepository, OrderSummary, Payment, Position,
+    RejectReason, RejectedFilter, RejectedMessage, RepositoryError, StoreBatch, StoreOutcome,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+use crate::config::PgConfig;
+use crate::error::{map_pg, map_pool, PgError};
+use crate::migrate::migrate;
+
+/// The PostgreSQL repository: a connection pool and the statements of the contract.
+#[derive(Clone)]
+pub struct PgRepository {
+    pool: Pool,
+    target: String,
+}
+
+impl std::fmt::Debug for PgRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRepository").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+impl PgRepository {
+    /// Builds the pool, checks that the database answers, and applies pending migrations.
+    pub async fn connect(config: &PgConfig) -> Result<Self, PgError> {
+        let repo = Self::connect_lazy(config)?;
+        let mut client = tokio::time::timeout(config.connect_timeout, repo.pool.get())
+            .await
+            .map_err(|_| PgError::Connect {
+                target: repo.target.clone(),
+                source: "timed out".into(),
+            })?
+            .map_err(|e| PgError::Connect { target: repo.target.clone(), source: Box::new(e) })?;
+        migrate(&mut client).await?;
+        Ok(repo)
+    }
+
+    /// Builds the pool without connecting (connections are made on first use).
+    pub fn connect_lazy(config: &PgConfig) -> Result<Self, PgError> {
+        let target = config.display();
+        let manager = Manager::from_config(
+            config.tokio_postgres(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| PgError::Connect { target: target.clone(), source: Box::new(e) })?;
+        Ok(Self { pool, target })
+    }
+
+    /// Closes the pool: idle connections are dropped, new `get`s fail.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// Pool status for metrics: (size, available).
+    pub fn pool_status(&self) -> (usize, usize) {
+        let s = self.pool.status();
+        (s.size, s.available)
+    }
+}
+
+const INSERT_ORDERS: &str = "
+INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
+    delivery_service, shardkey, sm_id, date_created, oof_shard,
+    source_topic, source_partition, source_offset)
+SELECT a, b, c, d, e, f, g, h, i, j, k, $12::text, p, o FROM
+    UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+           $8::text[], $9::int8[], $10::timestamptz[], $11::text[], $13::int4[], $14::int8[])
+        AS u(a, b, c, d, e, f, g, h, i, j, k, p, o)
+ON CONFLICT (order_uid) DO NOTHING
+RETURNING order_uid";
+
+const INSERT_DELIVERIES: &str = "
+INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[])";
+
+const INSERT_PAYMENTS: &str = "
+INSERT INTO payments (order_uid, transaction, request_id, currency, provider, amount, payment_dt,
+    bank, delivery_cost, goods_total, custom_fee)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                     $7::int8[], $8::text[], $9::int8[], $10::int8[], $11::int8[])";
+
+const INSERT_ITEMS: &str = "
+INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name, sale, size,
+    total_price, nm_id, brand, status)
+SELECT * FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::text[], $5::int8[], $6::text[],
+                     $7::text[], $8::int4[], $9::text[], $10::int8[], $11::int8[], $12::text[],
+                     $13::int4[])";
+
+const INSERT_REJECTED: &str = "
+INSERT INTO rejected_messages (topic, partition, \"offset\", reason, detail, payload)
+SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[], $4::text[], $5::text[], $6::bytea[]) AS u
+ON CONFLICT (topic, partition, \"offset\") DO NOTHING";
+
+const UPSERT_OFFSETS: &str = "
+INSERT INTO consumer_offsets (topic, partition, next_offset)
+SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[]) AS u
+ON CONFLICT (topic, partition) DO UPDATE
+    SET next_offset = EXCLUDED.next_offset, updated_at = now()";
+
+const SELECT_ORDER_COLUMNS: &str = "
+SELECT o.order_uid, o.track_number, o.entry, o.locale, o.internal_signature, o.customer_id,
+       o.delivery_service, o.shardkey, o.sm_id, o.date_created, o.oof_shard,
+       d.name, d.phone, d.zip, d.city, d.address, d.region, d.email,
+       p.transaction, p.request_id, p.currency, p.provider, p.amount, p.payment_dt, p.bank,
+       p.delivery_cost, p.goods_total, p.custom_fee
+FROM orders o JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)";
+
+const SELECT_ITEM_COLUMNS: &str = "
+SELECT order_uid, chrt_id, track_number, price, rid, name, sale, size, total_price, nm_id, brand,
+       status
+FROM items";
+
+/// Column vectors for one table, built in one pass so the hot path allocates once per column.
+#[derive(Default)]
+struct OrderColumns<'a> {
+    uid: Vec<&'a str>,
+    track: Vec<&'a str>,
+    entry: Vec<&'a str>,
+    locale: Vec<&'a str>,
+    sig: Vec<&'a str>,
+    customer: Vec<&'a str>,
+    dservice: Vec<&'a str>,
+    shardkey: Vec<&'a str>,
+    sm_id: Vec<i64>,
+    created: Vec<DateTime<Utc>>,
+    oof: Vec<&'a str>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+}
+
+impl<'a> OrderColumns<'a> {
+    fn new(orders: &[&'a AcceptedOrder]) -> Self {
+        let mut c = Self::default();
+        for a in orders {
+            let o = &a.order;
+            c.uid.push(&o.order_uid);
+            c.track.push(&o.track_number);
+            c.entry.push(&o.entry);
+            c.locale.push(&o.locale);
+            c.sig.push(&o.internal_signature);
+            c.customer.push(&o.customer_id);
+            c.dservice.push(&o.delivery_service);
+            c.shardkey.push(&o.shardkey);
+            c.sm_id.push(o.sm_id);
+            c.created.push(o.date_created);
+            c.oof.push(&o.oof_shard);
+            c.partition.push(a.position.partition);
+            c.offset.push(a.position.offset);
+        }
+        c
+    }
+}
+
+type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+
+async fn insert_children(
+    tx: &deadpool_postgres::Transaction<'_>,
+    orders: &[&AcceptedOrder],
+) -> Result<(), RepositoryError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let n = orders.len();
+    let uids: Vec<&str> = orders.iter().map(|a| a.order.order_uid.as_str()).collect();
+    let d = |f: fn(&Delivery) -> &str| -> Vec<&str> { orders.iter().map(|a| f(&a.order.delivery)).collect() };
+    let (names, phones, zips, cities) = (d(|d| &d.name), d(|d| &d.phone), d(|d| &d.zip), d(|d| &d.city));
+    let (addresses, regions, emails) = (d(|d| &d.address), d(|d| &d.region), d(|d| &d.email));
+    let stmt = tx.prepare_cached(INSERT_DELIVERIES).await.map_err(|e| map_pg("preparing deliveries", e))?;
+    let p: Params<'_> = vec![&uids, &names, &phones, &zips, &cities, &addresses, &regions, &emails];
+    tx.execute(&stmt, &p).await.map_err(|e| map_pg("inserting deliveries", e))?;
+
+    let ps = |f: fn(&Payment) -> &str| -> Vec<&str> { orders.iter().map(|a| f(&a.order.payment)).collect() };
+    let pi = |f: fn(&Payment) -> i64| -> Vec<i64> { orders.iter().map(|a| f(&a.order.payment)).collect() };
+    let (tx_ids, req_ids, currencies, providers, banks) =
+        (ps(|p| &p.transaction), ps(|p| &p.request_id), ps(|p| &p.currency), ps(|p| &p.provider), ps(|p| &p.bank));
+    let (amounts, dts, costs, goods, fees) = (
+        pi(|p| p.amount),
+        pi(|p| p.payment_dt),
+        pi(|p| p.delivery_cost),
+        pi(|p| p.goods_total),
+        pi(|p| p.custom_fee),
+    );
+    let stmt = tx.prepare_cached(INSERT_PAYMENTS).await.map_err(|e| map_pg("preparing payments", e))?;
+    let p: Params<'_> = vec![
+        &uids, &tx_ids, &req_ids, &currencies, &providers, &amounts, &dts, &banks, &costs, &goods, &fees,
+    ];
+    tx.execute(&stmt, &p).await.map_err(|e| map_pg("inserting payments", e))?;
+
+    let total_items: usize = orders.iter().map(|a| a.order.items.len()).sum();
+    let mut it_uid = Vec::with_capacity(total_items);
+    let mut it_pos = Vec::with_capacity(total_items);
+    let mut chrt = Vec::with_capacity(total_items);
+    let mut track = Vec::with_capacity(total_items);
+    let mut price = Vec::with_capacity(total_items);
+    let mut rid = Vec::with_capacity(total_items);
+    let mut name = Vec::with_capacity(total_items);
+    let mut sale = Vec::with_capacity(total_items);
+    let mut size = Vec::with_capacity(total_items);
+    let mut total = Vec::with_capacity(total_items);
+    let mut nm = Vec::with_capacity(total_items);
+    let mut brand = Vec::with_capacity(total_items);
+    let mut status = Vec::with_capacity(total_items);
+    for a in orders {
+        for (i, it) in a.order.items.iter().enumerate() {
+            it_uid.push(a.order.order_uid.as_str());
+            it_pos.push(i as i32);
+            chrt.push(it.chrt_id);
+            track.push(it.track_number.as_str());
+            price.push(it.price);
+            rid.push(it.rid.as_str());
+            name.push(it.name.as_str());
+            sale.push(it.sale);
+            size.push(it.size.as_str());
+            total.push(it.total_price);
+            nm.push(it.nm_id);
+            brand.push(it.brand.as_str());
+            status.push(it.status);
+        }
+    }
+    let stmt = tx.prepare_cached(INSERT_ITEMS).await.map_err(|e| map_pg("preparing items", e))?;
+    let p: Params<'_> = vec![
+        &it_uid, &it_pos, &chrt, &track, &price, &rid, &name, &sale, &size, &total, &nm, &brand, &status,
+    ];
+    tx.execute(&stmt, &p).await.map_err(|e| map_pg("inserting items", e))?;
+    debug_assert!(n > 0);
+    Ok(())
+}
+
+fn order_from_row(row: &Row) -> Order {
+    Order {
+        order_uid: row.get(0),
+        track_number: row.get(1),
+        entry: row.get(2),
+        locale: row.get(3),
+        internal_signature: row.get(4),
+        customer_id: row.get(5),
+        delivery_service: row.get(6),
+        shardkey: row.get(7),
+        sm_id: row.get(8),
+        date_created: row.get(9),
+        oof_shard: row.get(10),
+        delivery: Delivery {
+            name: row.get(11),
+            phone: row.get(12),
+            zip: row.get(13),
+            city: row.get(14),
+            address: row.get(15),
+            region: row.get(16),
+            email: row.get(17),
+        },
+        payment: Payment {
+            transaction: row.get(18),
+            request_id: row.get(19),
+            currency: row.get(20),
+            provider: row.get(21),
+            amount: row.get(22),
+            payment_dt: row.get(23),
+            bank: row.get(24),
+            delivery_cost: row.get(25),
+            goods_total: row.get(26),
+            custom_fee: row.get(27),
+        },
+        items: Vec::new(),
+    }
+}
+
+/// (order_uid, item) from a `SELECT_ITEM_COLUMNS` row.
+fn item_from_row(row: &Row) -> (String, Item) {
+    (
+        row.get(0),
+        Item {
+            chrt_id: row.get(1),
+            track_number: row.get(2),
+            price: row.get(3),
+            rid: row.get(4),
+            name: row.get(5),
+            sale: row.get(6),
+            size: row.get(7),
+            total_price: row.get(8),
+            nm_id: row.get(9),
+            brand: row.get(10),
+            status: row.get(11),
+        },
+    )
+}
+
+#[async_trait]
+impl OrderRepository for PgRepository {
+    async fn store_batch(&self, batch: &StoreBatch) -> Result<StoreOutcome, RepositoryError> {
+        let mut client = self.pool.get().await.map_err(map_pool)?;
+        let tx = client.transaction().await.map_err(|e| map_pg("starting a transaction", e))?;
+
+        if !batch.superseded_rejections.is_empty() {
+            tx.execute("DELETE FROM rejected_messages WHERE id = ANY($1)", &[&batch.superseded_rejections])
+                .await
+                .map_err(|e| map_pg("deleting replayed rejections", e))?;
+        }
+
+        // Sorted by uid so that concurrent partition transactions take row locks in one order
+        // (no deadlocks between them).
+        let mut sorted: Vec<&AcceptedOrder> = batch.orders.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.order.order_uid.cmp(&b.order.order_uid));
+        let mut outcome = StoreOutcome::default();
+        let mut duplicates: Vec<&AcceptedOrder> = Vec::new();
+        if !sorted.is_empty() {
+            let c = OrderColumns::new(&sorted);
+            let stmt = tx.prepare_cached(INSERT_ORDERS).await.map_err(|e| map_pg("preparing orders", e))?;
+            let p: Params<'_> = vec![
+                &c.uid, &c.track, &c.entry, &c.locale, &c.sig, &c.customer, &c.dservice, &c.shardkey,
+                &c.sm_id, &c.created, &c.oof, &batch.topic, &c.partition, &c.offset,
+            ];
+            let rows = tx.query(&stmt, &p).await.map_err(|e| map_pg("inserting orders", e))?;
+            let inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+            let (new, dup): (Vec<&AcceptedOrder>, Vec<&AcceptedOrder>) =
+                sorted.into_iter().partition(|a| inserted.contains(&a.order.order_uid));
+            insert_children(&tx, &new).await?;
+            outcome.stored = new.iter().map(|a| a.order.order_uid.clone()).collect();
+            outcome.duplicates =
+                dup.iter().map(|a| (a.order.order_uid.clone(), a.position.clone())).collect();
+            duplicates = dup;
+        }
+
+        let n = batch.rejections.len() + duplicates.len();
+        if n > 0 {
+            let mut partitions = Vec::with_capacity(n);
+            let mut offsets = Vec::with_capacity(n);
+            let mut reasons = Vec::with_capacity(n);
+            let mut details = Vec::with_capacity(n);
+            let mut payloads: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+            for r in &batch.rejections {
+                partitions.push(r.position.partition);
+                offsets.push(r.position.offset);
+                reasons.push(r.reason.as_str());
+                details.push(r.detail.clone());
+                payloads.push(r.payload.as_deref());
+            }
+            for a in &duplicates {
+                partitions.push(a.position.partition);
+                offsets.push(a.position.offset);
+                reasons.push(RejectReason::Duplicate.as_str());
+                details.push(format!("order_uid {:?} is already stored", a.order.order_uid));
+                payloads.push(Some(&a.payload));
+            }
+            let stmt = tx.prepare_cached(INSERT_REJECTED).await.map_err(|e| map_pg("preparing rejections", e))?;
+            tx.execute(&stmt, &[&batch.topic, &partitions, &offsets, &reasons, &details, &payloads])
+                .await
+                .map_err(|e| map_pg("inserting rejected messages", e))?;
+        }
+
+        if !batch.offsets.is_empty() {
+            let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
+            let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
+            let stmt = tx.prepare_cached(UPSERT_OFFSETS).await.map_err(|e| map_pg("preparing offsets", e))?;
+            tx.execute(&stmt, &[&batch.topic, &parts, &next])
+                .await
+                .map_err(|e| map_pg("storing consumer offsets", e))?;
+        }
+        tx.commit().await.map_err(|e| map_pg("committing a batch", e))?;
+        Ok(outcome)
+    }
+
+    async fn get(&self, order_uid: &str) -> Result<Option<Order>, RepositoryError> {
+        let client = self.pool.get().await.map_err(map_pool)?;
+        let q = format!("{SELECT_ORDER_COLUMNS} WHERE o.order_uid = $1");
+        let stmt = client.prepare_cached(&q).await.map_err(|e| map_pg("preparing get", e))?;
+        let Some(row) = client.query_opt(&stmt, &[&order_uid]).await.map_err(|e| map_pg("reading an order", e))? else {
+            return Ok(None);
+        };
+        let mut order = order_from_row(&row);
+        let q = format!("{SELECT_ITEM_COLUMNS} WHERE order_uid = $1 ORDER BY position");
+        let stmt = client.prepare_cached(&q).await.map_err(|e| map_pg("preparing items", e))?;
+        order.items = client
+            .query(&stmt, &[&order_uid])
+            .await
+            .map_err(|e| map_pg("reading items", e))?
+            .iter()
+            .map(|r| item_from_row(r).1)
+            .collect();
+        Ok(Some(order))
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut client = self.pool.get().await.map_err(map_pool)?;
+        // One snapshot for both queries, so every order comes with exactly its items.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| map_pg("starting a read transaction", e))?;
+        let q = format!("{SELECT_ORDER_COLUMNS} ORDER BY o.ingest_seq DESC LIMIT $1");
+        let rows = tx.query(&q, &[&limit]).await.map_err(|e| map_pg("reading recent orders", e))?;
+        let mut orders: Vec<Order> = rows.iter().map(order_from_row).collect();
+        let q = format!(
+            "{SELECT_ITEM_COLUMNS} JOIN (SELECT order_uid FROM orders ORDER BY ingest_seq DESC LIMIT $1) r
+             USING (order_uid) ORDER BY order_uid, position"
+        );
+        let rows = tx.query(&q, &[&limit]).await.map_err(|e| map_pg("reading recent items", e))?;
+        let mut by_uid: std::collections::HashMap<String, Vec<Item>> =
+            std::collections::HashMap::with_capacity(orders.len());
+        for row in &rows {
+            let (uid, item) = item_from_row(row);
+            by_uid.entry(uid).or_default().push(item);
+        }
+        for o in &mut orders {
+            o.items = by_uid.remove(&o.order_uid).unwrap_or_default();
+        }
+        tx.commit().await.map_err(|e| map_pg("ending a read transaction", e))?;
+        Ok(orders)
+    }
+
+    async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.pool.get().await.map_err(map_pool)?;
+        let rows = client
+            .query(
+                "SELECT o.order_uid, o.date_created,
+                        (SELECT count(*) FROM items i WHERE i.order_uid = o.order_uid),
+                        p.amount, p.currency
+                 FROM orders o JOIN payments p USING (order_uid)
+                 ORDER BY o.ingest_seq DESC LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .map_err(|e| map_pg("reading recent order summaries", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| OrderSummary {
+                order_uid: r.get(0),
+                date_created: r.get(1),
+                items: r.get(2),
+                amount: r.get(3),
+                currency: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, RepositoryError> {
+        let client = self.pool.get().await.map_err(map_pool)?;
+        let rows = client
+            .query("SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1", &[&topic])
+            .await
+            .map_err(|e| map_pg("reading consumer offsets", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn rejected(&self, filter: &RejectedFilter) -> Result<Vec<RejectedMessage>, RepositoryError> {
+        let client = self.pool.get().await.map_err(map_pool)?;
+        let reason = filter.reason.map(RejectReason::as_str);
+        let after = filter.after_id.unwrap_or(0);
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT id, topic, partition, \"offset\", reason, detail, payload, received_at
+                 FROM rejected_messages
+                 WHERE ($1::text IS NULL OR reason = $1) AND id > $2
+                 ORDER BY id LIMIT $3",
+                &[&reason, &after, &limit],
+            )
+            .await
+            .map_err(|e| map_pg("reading rejected messages", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| RejectedMessage {
+                id: r.get(0),
+                position: Position { topic: r.get(1), partition: r.get(2), offset: r.get(3) },
+                reason: r.get(4),
+                detail: r.get(5),
+                payload: r.get::<_, Option<Vec<u8>>>(6).map(Bytes::from),
+                received_at: r.get(7),
+            })
+            .collect())
+    }
+
+    async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError> {
+        let client = self.pool.get().await.map_err(map_pool)?;
+        let rows = client
+            .query("SELECT reason, count(*) FROM rejected_messages GROUP BY reason", &[])
+            .await
+            .map_err(|e| map_pg("counting rejected messages", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        let client = self.pool.get().await.map_err(map_pool)?;
+        client.simple_query("SELECT 1").await.map_err(|e| map_pg("pinging", e))?;
+        Ok(())
+    }
+}

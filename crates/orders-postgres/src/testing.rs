@@ -1,0 +1,46 @@
+//! One throwaway database per test, so tests run in parallel without sharing state.
+//! Connection settings come from the usual `DB_*` variables; a missing server is a loud failure.
+
+use crate::{PgConfig, PgRepository};
+
+/// Settings from `DB_HOST`, `DB_PORT`, `DB_USER`, `DB_PASSWORD`, `DB_NAME` (defaults as the app).
+pub fn config_from_env() -> PgConfig {
+    let d = PgConfig::default();
+    let var = |k: &str, def: String| std::env::var(k).unwrap_or(def);
+    PgConfig {
+        host: var("DB_HOST", d.host),
+        port: var("DB_PORT", d.port.to_string()).parse().unwrap_or(d.port),
+        user: var("DB_USER", d.user),
+        password: var("DB_PASSWORD", d.password),
+        dbname: var("DB_NAME", d.dbname),
+        pool_size: 8,
+        ..d
+    }
+}
+
+/// Creates a new, empty database named `orders_test_<random>` and returns its settings.
+///
+/// # Panics
+/// When PostgreSQL is not reachable: tests must not pass without a real database. Run
+/// `just db-up` (or `just test`, which does it).
+pub async fn create_test_database() -> PgConfig {
+    let admin = config_from_env();
+    let name = format!("orders_test_{}", uuid::Uuid::new_v4().simple());
+    let (client, conn) = admin.tokio_postgres().connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {} ({e}); start it with `just db-up`", admin.display())
+    });
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+    PgConfig { dbname: name, ..admin }
+}
+
+/// A migrated repository on a fresh database.
+pub async fn test_repository() -> PgRepository {
+    let config = create_test_database().await;
+    PgRepository::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to test database {}: {e}", config.display()))
+}
