@@ -1,0 +1,317 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orders_domain::{
+    FetchedBatch, IngestService, OrderSource, Position, RejectReason, Rejection, RepositoryError,
+    SourceError, StartOffset, StoreBatch,
+};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::metrics::ConsumerMetrics;
+
+/// Timing of the consumer loops.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// How often to look for partitions added to the topic.
+    pub discovery_interval: Duration,
+    /// First and longest wait between retries after an error.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            discovery_interval: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Consumes every partition of the source's topic into the ingest use case.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    source: Arc<dyn OrderSource>,
+    ingest: IngestService,
+    metrics: Option<ConsumerMetrics>,
+    config: ConsumerConfig,
+}
+
+/// Exponential backoff that resets on success.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(c: &ConsumerConfig) -> Self {
+        Self { min: c.backoff_min, max: c.backoff_max, current: c.backoff_min }
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        d
+    }
+    fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+/// Sleeps unless shutdown comes first; returns false on shutdown.
+async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.wait_for(|s| *s) => true,
+    };
+    !stopped && !*shutdown.borrow()
+}
+
+impl Consumer {
+    pub fn new(source: Arc<dyn OrderSource>, ingest: IngestService, config: ConsumerConfig) -> Self {
+        Self { source, ingest, metrics: None, config }
+    }
+
+    pub fn with_metrics(mut self, metrics: ConsumerMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs until `shutdown` turns true: discovers partitions (again every
+    /// `discovery_interval`) and runs one independent loop per partition. On shutdown each loop
+    /// finishes the batch transaction it is in (commit or rollback, never half) and stops.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let topic = self.source.topic().to_owned();
+        let mut tasks = JoinSet::new();
+        let mut running: HashMap<i32, ()> = HashMap::new();
+        let mut backoff = Backoff::new(&self.config);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wait = match self.source.partitions().await {
+                Ok(partitions) => {
+                    backoff.reset();
+                    for p in partitions {
+                        if running.insert(p, ()).is_none() {
+                            tracing::info!(%topic, partition = p, "consuming partition");
+                            let this = self.clone();
+                            let rx = shutdown.clone();
+                            let span = tracing::info_span!("partition", %topic, partition = p);
+                            tasks.spawn(async move { this.run_partition(p, rx).await }.instrument(span));
+                        }
+                    }
+                    self.config.discovery_interval
+                }
+                Err(SourceError::UnknownTopic(t)) => {
+                    tracing::error!(topic = %t, "topic does not exist; create it (or start with --create-topic in development); retrying");
+                    self.count_error("unknown_topic");
+                    backoff.next().max(Duration::from_secs(1))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list partitions; retrying");
+                    self.count_error("broker");
+                    backoff.next()
+                }
+            };
+            if !pause(wait, &mut shutdown).await {
+                break;
+            }
+        }
+        while let Some(res) = tasks.join_next().await {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "partition task failed");
+            }
+        }
+        tracing::info!(%topic, "consumer stopped");
+    }
+
+    fn count_error(&self, kind: &str) {
+        if let Some(m) = &self.metrics {
+            m.errors.with_label_values(&[kind]).inc();
+        }
+    }
+
+    /// Where to start: the stored offset, retried until the database and broker answer.
+    async fn resolve_start(&self, partition: i32, shutdown: &mut watch::Receiver<bool>) -> Option<i64> {
+        let topic = self.source.topic();
+        let mut backoff = Backoff::new(&self.config);
+        loop {
+            let stored = match self.ingest.repository().stored_offsets(topic).await {
+                Ok(offsets) => offsets.get(&partition).copied(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read stored offsets; retrying");
+                    self.count_error("database");
+                    if !pause(backoff.next(), shutdown).await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            match self.source.start_offset(partition, stored).await {
+                Ok(start) => {
+                    match start {
+                        StartOffset::Stored(o) => tracing::info!(offset = o, "resuming at the stored offset"),
+                        StartOffset::Earliest(o) => tracing::info!(offset = o, "no stored offset; starting at the earliest"),
+                        StartOffset::Reset { stored, earliest } => tracing::warn!(
+                            stored, earliest,
+                            "stored offset is no longer in the log (retention?); restarting at the earliest available offset"
+                        ),
+                    }
+                    return Some(start.offset());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot resolve the start offset; retrying");
+                    self.count_error("broker");
+                    if !pause(backoff.next(), shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_partition(self, partition: i32, mut shutdown: watch::Receiver<bool>) {
+        let label = partition.to_string();
+        'resolve: loop {
+            let Some(mut offset) = self.resolve_start(partition, &mut shutdown).await else { return };
+            let mut backoff = Backoff::new(&self.config);
+            loop {
+                let fetched = tokio::select! {
+                    r = self.source.fetch(partition, offset) => r,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                let batch = match fetched {
+                    Ok(b) => b,
+                    Err(SourceError::OffsetOutOfRange { .. }) => {
+                        tracing::warn!(offset, "offset out of range; resolving the start again");
+                        continue 'resolve;
+                    }
+                    Err(e) => {
+                        tracing::warn!(offset, error = %e, "fetch failed; retrying");
+                        self.count_error("broker");
+                        if !pause(backoff.next(), &mut shutdown).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                backoff.reset();
+                if let Some(m) = &self.metrics {
+                    m.lag.with_label_values(&[&label]).set(batch.high_watermark - batch.next_offset);
+                }
+                if batch.records.is_empty() {
+                    continue;
+                }
+                let next = batch.next_offset;
+                // Once fetched, a batch is stored before shutdown is honoured: it commits or
+                // (on shutdown during a retry wait) is dropped uncommitted, never half-stored.
+                if !self.store(batch, &mut shutdown).await {
+                    return;
+                }
+                offset = next;
+                if let Some(m) = &self.metrics {
+                    m.next_offset.with_label_values(&[&label]).set(offset);
+                }
+            }
+        }
+    }
+
+    /// Stores one fetched batch, retrying transient failures. A batch the store refuses for
+    /// its content is split in halves until the refused message is alone; that one is then
+    /// recorded as `storage_refused` so that it neither blocks the partition nor gets lost.
+    /// Returns false when shutdown interrupted a retry (nothing of the batch was committed).
+    async fn store(&self, batch: FetchedBatch, shutdown: &mut watch::Receiver<bool>) -> bool {
+        // (batch, Some(reason)) = a single message the store refused, to record as rejected.
+        let mut pending: Vec<(FetchedBatch, Option<String>)> = vec![(batch, None)];
+        while let Some((batch, refused_detail)) = pending.pop() {
+            let span = tracing::info_span!("batch", first_offset = batch.records.first().map(|r| r.offset),
+                records = batch.records.len(), next_offset = batch.next_offset);
+            let prepared = match &refused_detail {
+                None => self.ingest.prepare(self.source.topic(), batch.clone()),
+                Some(detail) => refused_store_batch(self.source.topic(), &batch, detail),
+            };
+            let mut backoff = Backoff::new(&self.config);
+            loop {
+                let started = Instant::now();
+                match self.ingest.store(prepared.clone()).instrument(span.clone()).await {
+                    Ok(report) => {
+                        if let Some(m) = &self.metrics {
+                            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+                            m.batches.inc();
+                            m.ingested.inc_by(report.stored as u64);
+                            for (reason, n) in &report.rejected {
+                                m.rejected.with_label_values(&[reason.as_str()]).inc_by(*n as u64);
+                            }
+                        }
+                        tracing::debug!(parent: &span, stored = report.stored, "batch committed");
+                        break;
+                    }
+                    Err(RepositoryError::Constraint(detail)) => {
+                        tracing::warn!(parent: &span, %detail, "store refused the batch; isolating the message");
+                        self.count_error("constraint");
+                        if batch.records.len() > 1 {
+                            let (first, second) = split(batch);
+                            // Stack: the first half is stored first, keeping offsets in order.
+                            pending.push((second, None));
+                            pending.push((first, None));
+                        } else if refused_detail.is_none() {
+                            pending.push((batch, Some(detail)));
+                        } else {
+                            // Even the rejection was refused: nothing sensible left but to
+                            // retry, loudly, without moving the offset.
+                            tracing::error!(parent: &span, "the store refuses to record a rejection");
+                            if !pause(backoff.next(), shutdown).await {
+                                return false;
+                            }
+                            pending.push((batch, refused_detail));
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(parent: &span, error = %e, "storing the batch failed; retrying without moving the offset");
+                        self.count_error("database");
+                        if !pause(backoff.next(), shutdown).await {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+fn split(batch: FetchedBatch) -> (FetchedBatch, FetchedBatch) {
+    let mut records = batch.records;
+    let second = records.split_off(records.len() / 2);
+    let mid = second.first().map_or(batch.next_offset, |r| r.offset);
+    (
+        FetchedBatch { partition: batch.partition, records, next_offset: mid, high_watermark: batch.high_watermark },
+        FetchedBatch { partition: batch.partition, records: second, ..batch },
+    )
+}
+
+/// The batch's messages recorded as `storage_refused` rejections, with the next offset.
+fn refused_store_batch(topic: &str, batch: &FetchedBatch, detail: &str) -> StoreBatch {
+    StoreBatch {
+        topic: topic.to_owned(),
+        orders: vec![],
+        rejections: batch
+            .records
+            .iter()
+            .map(|r| Rejection {
+                position: Position { topic: topic.to_owned(), partition: batch.partition, offset: r.offset },
+                reason: RejectReason::StorageRefused,
+                detail: detail.to_owned(),
+                payload: r.value.clone(),
+            })
+            .collect(),
+        offsets: vec![orders_domain::PartitionOffset { partition: batch.partition, next_offset: batch.next_offset }],
+        superseded_rejections: vec![],
+    }
+}

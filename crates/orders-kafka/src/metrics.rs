@@ -1,0 +1,57 @@
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The consumer's Prometheus metrics (`orders_*`).
+#[derive(Debug, Clone)]
+pub struct ConsumerMetrics {
+    pub ingested: IntCounter,
+    pub rejected: IntCounterVec,
+    pub batches: IntCounter,
+    pub commit_seconds: Histogram,
+    pub lag: IntGaugeVec,
+    pub next_offset: IntGaugeVec,
+    pub errors: IntCounterVec,
+}
+
+impl ConsumerMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            ingested: IntCounter::new("orders_ingested_total", "Orders newly stored")?,
+            rejected: IntCounterVec::new(
+                Opts::new("orders_messages_rejected_total", "Messages rejected, by reason"),
+                &["reason"],
+            )?,
+            batches: IntCounter::new("orders_batches_committed_total", "Batches committed")?,
+            commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "orders_batch_commit_seconds",
+                    "Time to store one batch (one transaction)",
+                )
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            )?,
+            lag: IntGaugeVec::new(
+                Opts::new("orders_consumer_lag", "High watermark minus next offset, per partition"),
+                &["partition"],
+            )?,
+            next_offset: IntGaugeVec::new(
+                Opts::new("orders_consumer_next_offset", "Next offset to read, per partition"),
+                &["partition"],
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new("orders_consumer_errors_total", "Consumer errors, by kind"),
+                &["kind"],
+            )?,
+        };
+        registry.register(Box::new(m.ingested.clone()))?;
+        registry.register(Box::new(m.rejected.clone()))?;
+        registry.register(Box::new(m.batches.clone()))?;
+        registry.register(Box::new(m.commit_seconds.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.next_offset.clone()))?;
+        registry.register(Box::new(m.errors.clone()))?;
+        for r in orders_domain::RejectReason::ALL {
+            m.rejected.with_label_values(&[r.as_str()]);
+        }
+        Ok(m)
+    }
+}
