@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::error::RepositoryError;
 use crate::ports::{
     AcceptedOrder, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
-    Rejection, StoreBatch,
+    RejectedFilter, Rejection, StoreBatch,
 };
 use crate::validation::{decode_order, RejectReason, DEFAULT_MAX_MESSAGE_BYTES};
 
@@ -23,6 +23,18 @@ pub struct IngestReport {
     /// Offsets committed with the batch.
     pub offsets: Vec<PartitionOffset>,
 }
+
+/// What a replay of rejected messages did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub examined: usize,
+    pub stored: usize,
+    pub duplicates: usize,
+    pub still_rejected: usize,
+}
+
+/// Rejected rows replayed per transaction.
+const REPLAY_PAGE: usize = 500;
 
 /// Sorts messages into orders and rejections and stores them atomically.
 #[derive(Debug, Clone)]
@@ -127,5 +139,49 @@ impl IngestService {
         batch: FetchedBatch,
     ) -> Result<IngestReport, RepositoryError> {
         self.store(self.prepare(topic, batch)).await
+    }
+
+    /// Re-validates stored rejected payloads with the current rules. Each now-valid message
+    /// becomes an order and its rejected row is deleted in the same transaction (so a replay
+    /// that is interrupted and run again neither loses nor duplicates anything); the others
+    /// are left as they are. Offsets do not move.
+    pub async fn replay(&self, reason: Option<RejectReason>) -> Result<ReplayReport, RepositoryError> {
+        let mut report = ReplayReport::default();
+        let mut after_id = None;
+        loop {
+            let rows = self
+                .repo
+                .rejected(&RejectedFilter { reason, after_id, limit: REPLAY_PAGE })
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after_id = Some(last.id);
+            report.examined += rows.len();
+            let mut batch = StoreBatch::default();
+            let mut seen = HashSet::new();
+            for row in rows {
+                let Ok(order) = decode_order(row.payload.as_deref(), self.max_message_bytes) else {
+                    report.still_rejected += 1;
+                    continue;
+                };
+                if !seen.insert(order.order_uid.clone()) {
+                    report.still_rejected += 1;
+                    continue;
+                }
+                batch.superseded_rejections.push(row.id);
+                batch.topic.clone_from(&row.position.topic);
+                batch.orders.push(AcceptedOrder {
+                    order,
+                    position: row.position,
+                    payload: row.payload.unwrap_or_default(),
+                });
+            }
+            if batch.orders.is_empty() {
+                continue;
+            }
+            let outcome = self.repo.store_batch(&batch).await?;
+            report.stored += outcome.stored.len();
+            report.duplicates += outcome.duplicates.len();
+        }
+        Ok(report)
     }
 }

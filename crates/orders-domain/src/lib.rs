@@ -16,7 +16,7 @@ pub mod validation;
 pub mod testing;
 
 pub use error::{QueryError, RepositoryError, SourceError};
-pub use ingest::{IngestReport, IngestService};
+pub use ingest::{IngestReport, IngestService, ReplayReport};
 pub use model::{Delivery, Item, Order, OrderSummary, Payment};
 pub use ports::{
     AcceptedOrder, CacheStats, FetchedBatch, OrderCache, OrderRepository, OrderSource,

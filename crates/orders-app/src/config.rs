@@ -1,0 +1,171 @@
+//! Settings: flags, environment variables and an optional `config.env`, in that order of
+//! precedence. `orders --help` lists every one with its variable and default.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use orders_domain::RejectReason;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orders",
+    version,
+    about = "Order ingestion service: consumes orders from Kafka into PostgreSQL exactly once and serves them over HTTP.",
+    after_help = "Settings are read from flags, then environment variables, then ./config.env (if present)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Inspect and replay rejected messages.
+    #[command(subcommand)]
+    Rejected(RejectedCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RejectedCommand {
+    /// List rejected messages: position, reason and a payload excerpt.
+    List {
+        /// Only this reason (tombstone, empty, oversize, not_utf8, not_json, not_order, invalid, duplicate, storage_refused).
+        #[arg(long, value_parser = parse_reason)]
+        reason: Option<RejectReason>,
+        /// Most rows to print.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Count rejected messages by reason.
+    Counts,
+    /// Re-ingest stored payloads with the current rules: those now valid become orders (and
+    /// leave the rejected table) in one transaction; the others stay as they are.
+    Replay {
+        #[arg(long, value_parser = parse_reason)]
+        reason: Option<RejectReason>,
+    },
+}
+
+fn parse_reason(s: &str) -> Result<RejectReason, String> {
+    RejectReason::parse(s).ok_or_else(|| {
+        let all: Vec<_> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        format!("unknown reason {s:?}; one of: {}", all.join(", "))
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// PostgreSQL host.
+    #[arg(long, env = "DB_HOST", default_value = "localhost")]
+    pub db_host: String,
+    /// PostgreSQL port.
+    #[arg(long, env = "DB_PORT", default_value_t = 5432)]
+    pub db_port: u16,
+    /// PostgreSQL user.
+    #[arg(long, env = "DB_USER", default_value = "postgres")]
+    pub db_user: String,
+    /// PostgreSQL password.
+    #[arg(long, env = "DB_PASSWORD", default_value = "postgres", hide_default_value = true, hide_env_values = true)]
+    pub db_password: String,
+    /// PostgreSQL database.
+    #[arg(long, env = "DB_NAME", default_value = "orders_db")]
+    pub db_name: String,
+    /// Connections in the PostgreSQL pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_size: u32,
+    /// Seconds to keep retrying the database at start-up before giving up.
+    #[arg(long, env = "DB_STARTUP_TIMEOUT_SECS", default_value_t = 30)]
+    pub db_startup_timeout_secs: u64,
+
+    /// Kafka bootstrap broker(s), comma-separated host:port.
+    #[arg(long, env = "KAFKA_BROKER", default_value = "localhost:9092")]
+    pub kafka_broker: String,
+    /// Topic to consume orders from.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "orders")]
+    pub kafka_topic: String,
+    /// Create the topic when missing (development; off in production, where a missing topic is an error and a retry).
+    #[arg(long, env = "CREATE_TOPIC", default_value_t = false)]
+    pub create_topic: bool,
+    /// Partitions of a topic created by --create-topic.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub kafka_partitions: i32,
+    /// Most bytes per fetch (per partition).
+    #[arg(long, env = "FETCH_MAX_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(i32).range(1024..))]
+    pub fetch_max_bytes: i32,
+    /// Longest wait for data in one fetch, in milliseconds.
+    #[arg(long, env = "FETCH_MAX_WAIT_MS", default_value_t = 500)]
+    pub fetch_max_wait_ms: u64,
+    /// Messages larger than this are rejected as oversize before parsing.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Consume the topic (turn off to serve reads only).
+    #[arg(long, env = "CONSUME", default_value_t = true, action = clap::ArgAction::Set)]
+    pub consume: bool,
+
+    /// Address to listen on.
+    #[arg(long, env = "HTTP_HOST", default_value = "0.0.0.0")]
+    pub http_host: String,
+    /// Port to listen on (0 = any free port).
+    #[arg(long, env = "HTTP_PORT", default_value_t = 8081)]
+    pub http_port: u16,
+    /// HTTP worker threads (0 = one per core).
+    #[arg(long, env = "HTTP_WORKERS", default_value_t = 0)]
+    pub http_workers: usize,
+
+    /// Most orders kept in the cache (FIFO eviction).
+    #[arg(long, env = "CACHE_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_capacity: u64,
+
+    /// Seconds that shutdown may take (in-flight requests, the current batch) before exiting anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Log filter (e.g. info, debug, orders_kafka=debug).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    pub fn postgres(&self) -> orders_postgres::PgConfig {
+        orders_postgres::PgConfig {
+            host: self.db_host.clone(),
+            port: self.db_port,
+            user: self.db_user.clone(),
+            password: self.db_password.clone(),
+            dbname: self.db_name.clone(),
+            pool_size: self.db_pool_size as usize,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn kafka(&self) -> orders_kafka::KafkaConfig {
+        orders_kafka::KafkaConfig {
+            brokers: self.kafka_broker.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            topic: self.kafka_topic.clone(),
+            fetch_max_bytes: self.fetch_max_bytes,
+            fetch_max_wait: Duration::from_millis(self.fetch_max_wait_ms),
+            create_topic_partitions: self.create_topic.then_some(self.kafka_partitions),
+            ..orders_kafka::KafkaConfig::default()
+        }
+    }
+
+    /// Defaults plus the environment, for tests and embedding (no flags).
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Ok(Cli::try_parse_from(["orders"])?.settings)
+    }
+}

@@ -1,0 +1,269 @@
+//! Wiring and lifecycle: [`Application::build`] connects, migrates and binds (port 0 in tests);
+//! [`Application::run_until_stopped`] serves and consumes until told to stop, then shuts down
+//! in order: stop accepting, finish in-flight requests and the current batch, close the pool.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use orders_cache::DashCache;
+use orders_domain::{IngestService, OrderCache, OrderRepository, OrderSource, QueryService};
+use orders_http::{Check, HttpConfig, HttpMetrics, HttpState, Readiness};
+use orders_kafka::{Consumer, ConsumerConfig, ConsumerMetrics, KafkaSource};
+use orders_postgres::PgRepository;
+use tokio::sync::{watch, OnceCell};
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+
+/// A built, bound, not yet running service.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    repo: PgRepository,
+    query: QueryService,
+    ingest: IngestService,
+    source: Arc<OnceCell<Arc<KafkaSource>>>,
+    consumer_metrics: ConsumerMetrics,
+    settings: Settings,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("port", &self.port).field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// Asks a running [`Application`] to shut down gracefully (like SIGTERM).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+#[derive(Debug)]
+struct AppReadiness {
+    repo: PgRepository,
+    cache: Arc<DashCache>,
+    source: Arc<OnceCell<Arc<KafkaSource>>>,
+    consume: bool,
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[async_trait]
+impl Readiness for AppReadiness {
+    async fn checks(&self) -> Vec<Check> {
+        let warm = self.cache.stats().warmed_up;
+        let mut checks = vec![Check {
+            name: "cache_warmup",
+            ok: warm,
+            reason: (!warm).then(|| "warming the cache from PostgreSQL".to_owned()),
+        }];
+        let pg = tokio::time::timeout(PROBE_TIMEOUT, self.repo.ping()).await;
+        checks.push(match pg {
+            Ok(Ok(())) => Check { name: "postgres", ok: true, reason: None },
+            Ok(Err(e)) => Check { name: "postgres", ok: false, reason: Some(e.to_string()) },
+            Err(_) => Check { name: "postgres", ok: false, reason: Some("no answer within 2 s".into()) },
+        });
+        if self.consume {
+            checks.push(match self.source.get() {
+                None => Check { name: "kafka", ok: false, reason: Some("not connected to the broker yet".into()) },
+                Some(source) => match tokio::time::timeout(PROBE_TIMEOUT, source.partitions()).await {
+                    Ok(Ok(_)) => Check { name: "kafka", ok: true, reason: None },
+                    Ok(Err(e)) => Check { name: "kafka", ok: false, reason: Some(e.to_string()) },
+                    Err(_) => Check { name: "kafka", ok: false, reason: Some("no answer within 2 s".into()) },
+                },
+            });
+        }
+        checks
+    }
+}
+
+/// Connects to PostgreSQL (and migrates), retrying until `timeout`.
+pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgRepository> {
+    let config = settings.postgres();
+    let deadline = Instant::now() + Duration::from_secs(settings.db_startup_timeout_secs);
+    loop {
+        match PgRepository::connect(&config).await {
+            Ok(repo) => return Ok(repo),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "database not available yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("giving up after {} s (DB_STARTUP_TIMEOUT_SECS)", settings.db_startup_timeout_secs)
+                });
+            }
+        }
+    }
+}
+
+impl Application {
+    /// Connects to the database, applies migrations, binds the HTTP listener. Nothing runs yet.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let repo = connect_database(&settings).await?;
+        let cache = Arc::new(DashCache::new(usize::try_from(settings.cache_capacity).unwrap_or(usize::MAX)));
+        let repo_dyn: Arc<dyn OrderRepository> = Arc::new(repo.clone());
+        let cache_dyn: Arc<dyn OrderCache> = cache.clone();
+        let query = QueryService::new(repo_dyn.clone(), cache_dyn.clone());
+        let ingest = IngestService::new(repo_dyn, cache_dyn).with_max_message_bytes(settings.max_message_bytes);
+
+        let registry = prometheus::Registry::new();
+        let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;
+        let consumer_metrics = ConsumerMetrics::register(&registry).context("registering consumer metrics")?;
+
+        let source = Arc::new(OnceCell::new());
+        let readiness = Arc::new(AppReadiness {
+            repo: repo.clone(),
+            cache: cache.clone(),
+            source: source.clone(),
+            consume: settings.consume,
+        });
+        let state = HttpState { query: query.clone(), readiness, registry, metrics: http_metrics };
+        let addr = format!("{}:{}", settings.http_host, settings.http_port);
+        let listener = TcpListener::bind(&addr)
+            .with_context(|| format!("cannot listen on {addr} (HTTP_HOST/HTTP_PORT); is another process using the port?"))?;
+        let port = listener.local_addr()?.port();
+        let server = orders_http::serve(
+            listener,
+            state,
+            &HttpConfig { workers: settings.http_workers, shutdown_timeout_secs: settings.shutdown_timeout_secs },
+        )?;
+        let (shutdown_tx, _) = watch::channel(false);
+        Ok(Self { port, server, repo, query, ingest, source, consumer_metrics, settings, shutdown_tx })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown_tx.clone())
+    }
+
+    /// Serves, warms the cache, then consumes; returns after a graceful shutdown, which starts
+    /// on SIGINT/SIGTERM or through a [`ShutdownHandle`].
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self { server, repo, query, ingest, source, consumer_metrics, settings, shutdown_tx, .. } = self;
+        let server_handle = server.handle();
+        let server_task = tokio::spawn(server);
+        tracing::info!(port = self.port, "listening");
+
+        let consumer_task = spawn_background(query, ingest, source, consumer_metrics, &settings, shutdown_tx.subscribe());
+
+        let mut stop = shutdown_tx.subscribe();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => tracing::info!("shutdown requested"),
+            signal = wait_for_signal() => {
+                tracing::info!(signal, "signal received; shutting down");
+                let _ = shutdown_tx.send(true);
+            }
+        }
+        let bound = Duration::from_secs(settings.shutdown_timeout_secs);
+        let graceful = async {
+            // Stop accepting; in-flight requests finish. The consumer finishes its batch.
+            tokio::join!(server_handle.stop(true), async {
+                let _ = consumer_task.await;
+            });
+            let _ = server_task.await;
+        };
+        if tokio::time::timeout(bound, graceful).await.is_err() {
+            tracing::warn!(seconds = settings.shutdown_timeout_secs, "shutdown took too long; exiting anyway");
+        }
+        repo.close();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Warm-up, then (if enabled) connecting to Kafka and consuming, all stoppable by `shutdown`.
+fn spawn_background(
+    query: QueryService,
+    ingest: IngestService,
+    source_cell: Arc<OnceCell<Arc<KafkaSource>>>,
+    metrics: ConsumerMetrics,
+    settings: &Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let kafka = settings.kafka();
+    let consume = settings.consume;
+    tokio::spawn(async move {
+        // Warm-up first: orders ingested meanwhile would otherwise be evicted by older ones.
+        loop {
+            match query.warm_up().await {
+                Ok(n) => {
+                    let s = query.cache().stats();
+                    tracing::info!(loaded = n, millis = s.warmup_millis, "cache warmed up");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache warm-up failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
+        if !consume {
+            return;
+        }
+        let source = loop {
+            let attempt = async {
+                let s = KafkaSource::connect(kafka.clone()).await?;
+                s.ensure_topic().await?;
+                Ok::<_, orders_kafka::KafkaError>(s)
+            };
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            match result {
+                Ok(s) => break Arc::new(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kafka not available; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        };
+        let _ = source_cell.set(source.clone());
+        let dyn_source: Arc<dyn OrderSource> = source;
+        Consumer::new(dyn_source, ingest, ConsumerConfig::default())
+            .with_metrics(metrics)
+            .run(shutdown)
+            .await;
+    })
+}
+
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "ctrl-c"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
+}

@@ -1,0 +1,98 @@
+//! The HTTP side of the orders service, on actix-web.
+//!
+//! Routes: `GET /order/{order_uid}`, `GET /orders?limit=N`, `GET /cache/stats`, `GET /healthz`,
+//! `GET /readyz`, `GET /metrics`, and the web page (`GET /`, `/static/*`, embedded).
+//!
+//! Invariant: handlers only call the domain's [`QueryService`] and the [`Readiness`] probe;
+//! bad input is a 4xx with a JSON body, never a 500.
+
+mod handlers;
+mod metrics;
+mod middleware;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use async_trait::async_trait;
+use orders_domain::QueryService;
+
+pub use metrics::HttpMetrics;
+
+/// One dependency's state for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    /// Why not, when not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What `/readyz` asks: is the service ready to serve (warm-up done, dependencies reachable)?
+#[async_trait]
+pub trait Readiness: Send + Sync + std::fmt::Debug {
+    async fn checks(&self) -> Vec<Check>;
+}
+
+/// Everything the handlers need.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub query: QueryService,
+    pub readiness: Arc<dyn Readiness>,
+    pub registry: prometheus::Registry,
+    pub metrics: HttpMetrics,
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
+    /// Seconds that in-flight requests get to finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { workers: 0, shutdown_timeout_secs: 10 }
+    }
+}
+
+/// Adds the routes to an actix `ServiceConfig` (used by [`serve`] and by embedding services).
+pub fn configure(state: HttpState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .app_data(web::PathConfig::default().error_handler(handlers::path_error))
+            .app_data(web::QueryConfig::default().error_handler(handlers::query_error))
+            .route("/", web::get().to(handlers::index))
+            .route("/static/app.js", web::get().to(handlers::app_js))
+            .route("/static/style.css", web::get().to(handlers::style_css))
+            .route("/order/{order_uid}", web::get().to(handlers::order))
+            .route("/orders", web::get().to(handlers::recent))
+            .route("/cache/stats", web::get().to(handlers::cache_stats))
+            .route("/healthz", web::get().to(handlers::healthz))
+            .route("/readyz", web::get().to(handlers::readyz))
+            .route("/metrics", web::get().to(handlers::metrics))
+            .default_service(web::to(handlers::not_found));
+    }
+}
+
+/// Starts the server on an already-bound listener (port 0 in tests). Stops accepting on
+/// `Server::stop(true)` and gives in-flight requests `shutdown_timeout_secs`.
+pub fn serve(listener: TcpListener, state: HttpState, config: &HttpConfig) -> std::io::Result<Server> {
+    let metrics = state.metrics.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(middleware::Observe::new(metrics.clone()))
+            .configure(configure(state.clone()))
+    })
+    // Signals are the app's business: it decides when to stop.
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout_secs);
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    Ok(server.listen(listener)?.run())
+}

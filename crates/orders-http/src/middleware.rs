@@ -1,0 +1,90 @@
+//! Per-request span with a request id, plus request metrics by route and status.
+
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use futures::future::LocalBoxFuture;
+use tracing::Instrument;
+
+use crate::metrics::HttpMetrics;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub(crate) struct Observe {
+    metrics: HttpMetrics,
+}
+
+impl Observe {
+    pub(crate) fn new(metrics: HttpMetrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Observe
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = ObserveMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(ObserveMiddleware { service, metrics: self.metrics.clone() }))
+    }
+}
+
+pub(crate) struct ObserveMiddleware<S> {
+    service: S,
+    metrics: HttpMetrics,
+}
+
+impl<S, B> Service<ServiceRequest> for ObserveMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let started = Instant::now();
+        // Keep a caller's id (a proxy's) so logs line up across services.
+        let id = req
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 64)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{:x}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+        let span = tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.path());
+        let metrics = self.metrics.clone();
+        let fut = self.service.call(req);
+        Box::pin(
+            async move {
+                let mut res = fut.await?;
+                let status = res.status();
+                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                let method = res.request().method().as_str().to_owned();
+                let labels = [route.as_str(), method.as_str(), status.as_str()];
+                metrics.requests.with_label_values(&labels).inc();
+                metrics.latency.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    res.headers_mut().insert(REQUEST_ID, v);
+                }
+                tracing::debug!(status = status.as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+                Ok(res)
+            }
+            .instrument(span),
+        )
+    }
+}
