@@ -62,9 +62,8 @@ pub(crate) fn map_pg(context: &'static str, e: tokio_postgres::Error) -> Reposit
     }
 }
 
+/// Not getting a connection is always "unavailable": whatever the cause (server down, database
+/// closed to connections, pool exhausted), it may pass, and it says nothing about the data.
 pub(crate) fn map_pool(e: deadpool_postgres::PoolError) -> RepositoryError {
-    match e {
-        deadpool_postgres::PoolError::Backend(e) => map_pg("getting a connection", e),
-        other => RepositoryError::unavailable("getting a connection from the pool", other),
-    }
+    RepositoryError::unavailable("getting a database connection", e)
 }

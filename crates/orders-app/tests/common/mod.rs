@@ -1,0 +1,78 @@
+//! Test helpers: the real app on port 0 with its own database (and topic when consuming).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use orders_app::{Application, Settings, ShutdownHandle};
+use orders_postgres::PgRepository;
+
+pub struct TestApp {
+    pub base: String,
+    pub settings: Settings,
+    pub shutdown: ShutdownHandle,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub repo: PgRepository,
+}
+
+/// Settings for a test: a fresh database, port 0, loopback; consuming only when `topic` is set.
+pub async fn test_settings(topic: Option<&str>) -> Settings {
+    let db = orders_postgres::testing::create_test_database().await;
+    let mut s = Settings::from_env().expect("default settings parse");
+    s.db_host = db.host;
+    s.db_port = db.port;
+    s.db_user = db.user;
+    s.db_password = db.password;
+    s.db_name = db.dbname;
+    s.db_pool_size = 4;
+    s.http_host = "127.0.0.1".into();
+    s.http_port = 0;
+    s.http_workers = 2;
+    s.consume = topic.is_some();
+    if let Some(t) = topic {
+        s.kafka_topic = t.into();
+        s.create_topic = true;
+        s.kafka_partitions = 3;
+    }
+    s
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        orders_app::telemetry::init("info", orders_app::config::LogFormat::Text);
+    }
+    let repo = PgRepository::connect(&settings.postgres()).await.unwrap();
+    let app = Application::build(settings.clone()).await.expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_handle();
+    let task = tokio::spawn(app.run_until_stopped());
+    TestApp { base, settings, shutdown, task, repo }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings(None).await).await
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(format!("{}{}", self.base, path)).await.unwrap()
+    }
+
+    /// Waits until `/readyz` says ready.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.base)).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "app not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.shutdown();
+        tokio::time::timeout(Duration::from_secs(15), self.task).await.expect("stops in time").unwrap().unwrap();
+    }
+}
