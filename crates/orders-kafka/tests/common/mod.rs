@@ -1,0 +1,210 @@
+//! Helpers for ingestion tests against a real broker and a real PostgreSQL.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orders_cache::DashCache;
+use orders_domain::{IngestService, OrderSource};
+use orders_kafka::{Consumer, ConsumerConfig, KafkaConfig, KafkaSource, OrderProducer};
+use orders_postgres::{PgConfig, PgRepository};
+use tokio::sync::watch;
+
+/// The shared broker of the local stack (`just broker-up`), from `KAFKA_BROKER`.
+pub fn broker() -> String {
+    std::env::var("KAFKA_BROKER").unwrap_or_else(|_| "localhost:9092".into())
+}
+
+pub fn unique_topic(name: &str) -> String {
+    format!("test-{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub fn kafka_config(broker: &str, topic: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: vec![broker.to_owned()],
+        topic: topic.to_owned(),
+        create_topic_partitions: Some(3),
+        fetch_max_wait: Duration::from_millis(200),
+        request_deadline: Duration::from_secs(3),
+        ..KafkaConfig::default()
+    }
+}
+
+/// Creates the topic with 3 partitions and returns a producer for it.
+pub async fn producer(broker: &str, topic: &str) -> OrderProducer {
+    let p = OrderProducer::connect(&kafka_config(broker, topic))
+        .await
+        .unwrap_or_else(|e| panic!("Kafka broker not reachable at {broker} ({e}); start it with `just broker-up`"));
+    assert_eq!(p.partition_count(), 3);
+    p
+}
+
+/// A test database plus a plain SQL client to check what is stored.
+pub struct Db {
+    pub config: PgConfig,
+    pub sql: tokio_postgres::Client,
+}
+
+impl Db {
+    pub async fn new() -> Self {
+        let config = orders_postgres::testing::create_test_database().await;
+        PgRepository::connect(&config).await.unwrap();
+        let sql = sql_client(&config).await;
+        Self { config, sql }
+    }
+
+    pub async fn count(&self, query: &str) -> i64 {
+        self.sql.query_one(query, &[]).await.unwrap().get(0)
+    }
+
+    pub async fn offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
+        self.sql
+            .query("SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1", &[&topic])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    /// Waits until `query` counts `want`, or panics after `secs`.
+    pub async fn wait_count(&self, query: &str, want: i64, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let n = self.count(query).await;
+            if n == want {
+                return;
+            }
+            assert!(n < want, "{query}: {n} exceeds {want}");
+            assert!(Instant::now() < deadline, "{query}: {n} of {want} after {secs} s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub async fn sql_client(config: &PgConfig) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(&config.host)
+        .port(config.port)
+        .user(&config.user)
+        .password(&config.password)
+        .dbname(&config.dbname)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A running consumer (as the service runs it) that can be stopped gracefully or aborted.
+pub struct RunningConsumer {
+    pub shutdown: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<()>,
+    pub repo: PgRepository,
+    pub cache: Arc<DashCache>,
+}
+
+pub async fn start_consumer(db: &PgConfig, broker: &str, topic: &str) -> RunningConsumer {
+    let repo = PgRepository::connect(&PgConfig { pool_size: 4, ..db.clone() }).await.unwrap();
+    let cache = Arc::new(DashCache::new(100_000));
+    let ingest = IngestService::new(Arc::new(repo.clone()), cache.clone());
+    let source: Arc<dyn OrderSource> = Arc::new(KafkaSource::connect(kafka_config(broker, topic)).await.unwrap());
+    let config = ConsumerConfig {
+        discovery_interval: Duration::from_secs(1),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+    };
+    let (shutdown, rx) = watch::channel(false);
+    let task = tokio::spawn(Consumer::new(source, ingest, config).run(rx));
+    RunningConsumer { shutdown, task, repo, cache }
+}
+
+impl RunningConsumer {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("consumer stops").unwrap();
+        self.repo.close();
+    }
+
+    /// A crash: the task is dropped wherever it is (an open transaction is never committed).
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.repo.close();
+    }
+}
+
+/// Generated orders as messages.
+pub fn orders(prefix: &str, n: u64) -> Vec<Option<Vec<u8>>> {
+    (0..n)
+        .map(|i| {
+            let items = [1, 3, 10][(i % 3) as usize];
+            Some(serde_json::to_vec(&orders_domain::sample::generated_order(prefix, i, items)).unwrap())
+        })
+        .collect()
+}
+
+/// A tansu broker of the test's own (for restarts), on a free port with sqlite storage.
+pub struct OwnBroker {
+    pub addr: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub fn tansu_binary() -> PathBuf {
+    let dir = std::env::var("ORDERS_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/orders/tools"));
+    let bin = dir.join("bin/tansu");
+    assert!(bin.exists(), "tansu not found at {} (run `just broker-up` to install it)", bin.display());
+    bin
+}
+
+impl OwnBroker {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("orders-tansu-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let mut b = Self { addr: format!("127.0.0.1:{port}"), dir, child: None };
+        b.restart();
+        b
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        let url = format!("tcp://{}", self.addr);
+        let child = Command::new(tansu_binary())
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://data/tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&self.addr).is_err() {
+            assert!(Instant::now() < deadline, "own tansu did not start on {}", self.addr);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
