@@ -18,8 +18,13 @@ fn excerpt(payload: Option<&[u8]>) -> String {
     match payload {
         None => "(no value)".into(),
         Some(b) => {
-            let text = String::from_utf8_lossy(&b[..b.len().min(80)]).replace(['\n', '\r', '\t'], " ");
-            if b.len() > 80 { format!("{text}…") } else { text }
+            let text =
+                String::from_utf8_lossy(&b[..b.len().min(80)]).replace(['\n', '\r', '\t'], " ");
+            if b.len() > 80 {
+                format!("{text}…")
+            } else {
+                text
+            }
         }
     }
 }
@@ -28,12 +33,31 @@ pub async fn rejected(settings: &Settings, cmd: RejectedCommand) -> anyhow::Resu
     let repo = Arc::new(connect_database(settings).await?);
     match cmd {
         RejectedCommand::List { reason, limit } => {
-            let rows = repo.rejected(&RejectedFilter { reason, after_id: None, limit }).await?;
-            println!("{:>8}  {:<24} {:<16} {:<60} payload", "id", "position", "reason", "detail");
+            let rows = repo
+                .rejected(&RejectedFilter {
+                    reason,
+                    after_id: None,
+                    limit,
+                })
+                .await?;
+            println!(
+                "{:>8}  {:<24} {:<16} {:<60} payload",
+                "id", "position", "reason", "detail"
+            );
             for r in rows {
-                let pos = format!("{}/{}@{}", r.position.topic, r.position.partition, r.position.offset);
+                let pos = format!(
+                    "{}/{}@{}",
+                    r.position.topic, r.position.partition, r.position.offset
+                );
                 let detail: String = r.detail.chars().take(60).collect();
-                println!("{:>8}  {:<24} {:<16} {:<60} {}", r.id, pos, r.reason, detail, excerpt(r.payload.as_deref()));
+                println!(
+                    "{:>8}  {:<24} {:<16} {:<60} {}",
+                    r.id,
+                    pos,
+                    r.reason,
+                    detail,
+                    excerpt(r.payload.as_deref())
+                );
             }
         }
         RejectedCommand::Counts => {
@@ -47,7 +71,8 @@ pub async fn rejected(settings: &Settings, cmd: RejectedCommand) -> anyhow::Resu
         }
         RejectedCommand::Replay { reason } => {
             let cache = Arc::new(orders_cache::DashCache::new(1));
-            let ingest = IngestService::new(repo, cache).with_max_message_bytes(settings.max_message_bytes);
+            let ingest =
+                IngestService::new(repo, cache).with_max_message_bytes(settings.max_message_bytes);
             let report = ingest.replay(reason).await?;
             println!(
                 "replayed {} rejected messages: {} stored as orders, {} duplicates, {} still rejected",

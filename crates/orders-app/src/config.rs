@@ -77,7 +77,13 @@ pub struct Settings {
     #[arg(long, env = "DB_USER", default_value = "postgres")]
     pub db_user: String,
     /// PostgreSQL password.
-    #[arg(long, env = "DB_PASSWORD", default_value = "postgres", hide_default_value = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DB_PASSWORD",
+        default_value = "postgres",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
     pub db_password: String,
     /// PostgreSQL database.
     #[arg(long, env = "DB_NAME", default_value = "orders_db")]
@@ -155,7 +161,12 @@ impl Settings {
 
     pub fn kafka(&self) -> orders_kafka::KafkaConfig {
         orders_kafka::KafkaConfig {
-            brokers: self.kafka_broker.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            brokers: self
+                .kafka_broker
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
             topic: self.kafka_topic.clone(),
             fetch_max_bytes: self.fetch_max_bytes,
             fetch_max_wait: Duration::from_millis(self.fetch_max_wait_ms),

@@ -2,14 +2,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use orders_app::config::{Cli, Command};
-use orders_app::{cli, telemetry, Application};
+use orders_app::{Application, cli, telemetry};
 
 fn main() -> ExitCode {
     // Values from ./config.env fill in what the environment does not set.
     let _ = dotenvy::from_filename("config.env");
     let args = Cli::parse();
     telemetry::init(&args.settings.log_level, args.settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -18,7 +21,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match args.command.unwrap_or(Command::Serve) {
-            Command::Serve => Application::build(args.settings).await?.run_until_stopped().await,
+            Command::Serve => {
+                Application::build(args.settings)
+                    .await?
+                    .run_until_stopped()
+                    .await
+            }
             Command::Migrate => cli::migrate(&args.settings).await,
             Command::Rejected(cmd) => cli::rejected(&args.settings, cmd).await,
         }

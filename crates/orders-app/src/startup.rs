@@ -13,7 +13,7 @@ use orders_domain::{IngestService, OrderCache, OrderRepository, OrderSource, Que
 use orders_http::{Check, HttpConfig, HttpMetrics, HttpState, Readiness};
 use orders_kafka::{Consumer, ConsumerConfig, ConsumerMetrics, KafkaSource};
 use orders_postgres::PgRepository;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
@@ -33,7 +33,10 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("port", &self.port).field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,18 +71,48 @@ impl Readiness for AppReadiness {
         }];
         let pg = tokio::time::timeout(PROBE_TIMEOUT, self.repo.ping()).await;
         checks.push(match pg {
-            Ok(Ok(())) => Check { name: "postgres", ok: true, reason: None },
-            Ok(Err(e)) => Check { name: "postgres", ok: false, reason: Some(e.to_string()) },
-            Err(_) => Check { name: "postgres", ok: false, reason: Some("no answer within 2 s".into()) },
+            Ok(Ok(())) => Check {
+                name: "postgres",
+                ok: true,
+                reason: None,
+            },
+            Ok(Err(e)) => Check {
+                name: "postgres",
+                ok: false,
+                reason: Some(e.to_string()),
+            },
+            Err(_) => Check {
+                name: "postgres",
+                ok: false,
+                reason: Some("no answer within 2 s".into()),
+            },
         });
         if self.consume {
             checks.push(match self.source.get() {
-                None => Check { name: "kafka", ok: false, reason: Some("not connected to the broker yet".into()) },
-                Some(source) => match tokio::time::timeout(PROBE_TIMEOUT, source.partitions()).await {
-                    Ok(Ok(_)) => Check { name: "kafka", ok: true, reason: None },
-                    Ok(Err(e)) => Check { name: "kafka", ok: false, reason: Some(e.to_string()) },
-                    Err(_) => Check { name: "kafka", ok: false, reason: Some("no answer within 2 s".into()) },
+                None => Check {
+                    name: "kafka",
+                    ok: false,
+                    reason: Some("not connected to the broker yet".into()),
                 },
+                Some(source) => {
+                    match tokio::time::timeout(PROBE_TIMEOUT, source.partitions()).await {
+                        Ok(Ok(_)) => Check {
+                            name: "kafka",
+                            ok: true,
+                            reason: None,
+                        },
+                        Ok(Err(e)) => Check {
+                            name: "kafka",
+                            ok: false,
+                            reason: Some(e.to_string()),
+                        },
+                        Err(_) => Check {
+                            name: "kafka",
+                            ok: false,
+                            reason: Some("no answer within 2 s".into()),
+                        },
+                    }
+                }
             });
         }
         checks
@@ -99,7 +132,10 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgRepositor
             }
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("giving up after {} s (DB_STARTUP_TIMEOUT_SECS)", settings.db_startup_timeout_secs)
+                    format!(
+                        "giving up after {} s (DB_STARTUP_TIMEOUT_SECS)",
+                        settings.db_startup_timeout_secs
+                    )
                 });
             }
         }
@@ -110,15 +146,19 @@ impl Application {
     /// Connects to the database, applies migrations, binds the HTTP listener. Nothing runs yet.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let repo = connect_database(&settings).await?;
-        let cache = Arc::new(DashCache::new(usize::try_from(settings.cache_capacity).unwrap_or(usize::MAX)));
+        let cache = Arc::new(DashCache::new(
+            usize::try_from(settings.cache_capacity).unwrap_or(usize::MAX),
+        ));
         let repo_dyn: Arc<dyn OrderRepository> = Arc::new(repo.clone());
         let cache_dyn: Arc<dyn OrderCache> = cache.clone();
         let query = QueryService::new(repo_dyn.clone(), cache_dyn.clone());
-        let ingest = IngestService::new(repo_dyn, cache_dyn).with_max_message_bytes(settings.max_message_bytes);
+        let ingest = IngestService::new(repo_dyn, cache_dyn)
+            .with_max_message_bytes(settings.max_message_bytes);
 
         let registry = prometheus::Registry::new();
         let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;
-        let consumer_metrics = ConsumerMetrics::register(&registry).context("registering consumer metrics")?;
+        let consumer_metrics =
+            ConsumerMetrics::register(&registry).context("registering consumer metrics")?;
 
         let source = Arc::new(OnceCell::new());
         let readiness = Arc::new(AppReadiness {
@@ -127,18 +167,39 @@ impl Application {
             source: source.clone(),
             consume: settings.consume,
         });
-        let state = HttpState { query: query.clone(), readiness, registry, metrics: http_metrics };
+        let state = HttpState {
+            query: query.clone(),
+            readiness,
+            registry,
+            metrics: http_metrics,
+        };
         let addr = format!("{}:{}", settings.http_host, settings.http_port);
-        let listener = TcpListener::bind(&addr)
-            .with_context(|| format!("cannot listen on {addr} (HTTP_HOST/HTTP_PORT); is another process using the port?"))?;
+        let listener = TcpListener::bind(&addr).with_context(|| {
+            format!(
+                "cannot listen on {addr} (HTTP_HOST/HTTP_PORT); is another process using the port?"
+            )
+        })?;
         let port = listener.local_addr()?.port();
         let server = orders_http::serve(
             listener,
             state,
-            &HttpConfig { workers: settings.http_workers, shutdown_timeout_secs: settings.shutdown_timeout_secs },
+            &HttpConfig {
+                workers: settings.http_workers,
+                shutdown_timeout_secs: settings.shutdown_timeout_secs,
+            },
         )?;
         let (shutdown_tx, _) = watch::channel(false);
-        Ok(Self { port, server, repo, query, ingest, source, consumer_metrics, settings, shutdown_tx })
+        Ok(Self {
+            port,
+            server,
+            repo,
+            query,
+            ingest,
+            source,
+            consumer_metrics,
+            settings,
+            shutdown_tx,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -152,12 +213,29 @@ impl Application {
     /// Serves, warms the cache, then consumes; returns after a graceful shutdown, which starts
     /// on SIGINT/SIGTERM or through a [`ShutdownHandle`].
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { server, repo, query, ingest, source, consumer_metrics, settings, shutdown_tx, .. } = self;
+        let Self {
+            server,
+            repo,
+            query,
+            ingest,
+            source,
+            consumer_metrics,
+            settings,
+            shutdown_tx,
+            ..
+        } = self;
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
         tracing::info!(port = self.port, "listening");
 
-        let consumer_task = spawn_background(query, ingest, source, consumer_metrics, &settings, shutdown_tx.subscribe());
+        let consumer_task = spawn_background(
+            query,
+            ingest,
+            source,
+            consumer_metrics,
+            &settings,
+            shutdown_tx.subscribe(),
+        );
 
         let mut stop = shutdown_tx.subscribe();
         tokio::select! {
@@ -176,7 +254,10 @@ impl Application {
             let _ = server_task.await;
         };
         if tokio::time::timeout(bound, graceful).await.is_err() {
-            tracing::warn!(seconds = settings.shutdown_timeout_secs, "shutdown took too long; exiting anyway");
+            tracing::warn!(
+                seconds = settings.shutdown_timeout_secs,
+                "shutdown took too long; exiting anyway"
+            );
         }
         repo.close();
         tracing::info!("stopped");
@@ -249,8 +330,11 @@ fn spawn_background(
 async fn wait_for_signal() -> &'static str {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",

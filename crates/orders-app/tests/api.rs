@@ -16,14 +16,21 @@ async fn store(repo: &dyn OrderRepository, orders: Vec<orders_domain::Order>) {
         .map(|(i, order)| AcceptedOrder {
             payload: Bytes::from(serde_json::to_vec(&order).unwrap()),
             order,
-            position: Position { topic: "api".into(), partition: 0, offset: i as i64 },
+            position: Position {
+                topic: "api".into(),
+                partition: 0,
+                offset: i as i64,
+            },
         })
         .collect::<Vec<_>>();
     let n = orders.len() as i64;
     repo.store_batch(&StoreBatch {
         topic: "api".into(),
         orders,
-        offsets: vec![PartitionOffset { partition: 0, next_offset: n }],
+        offsets: vec![PartitionOffset {
+            partition: 0,
+            next_offset: n,
+        }],
         ..Default::default()
     })
     .await
@@ -49,7 +56,13 @@ async fn order_endpoint_statuses_and_bodies() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
 
-    for bad in ["has%20space", "semi%3Bcolon", &"x".repeat(65), "%3Cscript%3E", "%E2%9C%93"] {
+    for bad in [
+        "has%20space",
+        "semi%3Bcolon",
+        &"x".repeat(65),
+        "%3Cscript%3E",
+        "%E2%9C%93",
+    ] {
         let r = app.get(&format!("/order/{bad}")).await;
         assert_eq!(r.status(), 400, "{bad}");
         let body: Value = r.json().await.unwrap();
@@ -68,7 +81,14 @@ async fn cache_stats_change_as_expected() {
     app.wait_ready().await;
     let stats = |app: &common::TestApp| {
         let url = format!("{}/cache/stats", app.base);
-        async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
     let s0 = stats(&app).await;
     assert_eq!(s0["warmed_up"], true);
@@ -94,18 +114,34 @@ async fn cache_stats_change_as_expected() {
 #[tokio::test]
 async fn warm_up_loads_stored_orders_before_ready() {
     let settings = common::test_settings(None).await;
-    let repo = orders_postgres::PgRepository::connect(&settings.postgres()).await.unwrap();
-    store(&repo, (0..50).map(|n| generated_order("warm-", n, 2)).collect()).await;
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+        .await
+        .unwrap();
+    store(
+        &repo,
+        (0..50).map(|n| generated_order("warm-", n, 2)).collect(),
+    )
+    .await;
     let mut settings = settings;
     settings.cache_capacity = 20;
     let app = common::spawn_app_with(settings).await;
     app.wait_ready().await;
     let s: Value = app.get("/cache/stats").await.json().await.unwrap();
-    assert_eq!((s["size"].as_u64(), s["warmup_loaded"].as_u64(), s["capacity"].as_u64()), (Some(20), Some(20), Some(20)));
+    assert_eq!(
+        (
+            s["size"].as_u64(),
+            s["warmup_loaded"].as_u64(),
+            s["capacity"].as_u64()
+        ),
+        (Some(20), Some(20), Some(20))
+    );
     // The newest are cached: a hit, no miss.
     assert_eq!(app.get("/order/warm-49").await.status(), 200);
     let s: Value = app.get("/cache/stats").await.json().await.unwrap();
-    assert_eq!((s["hits"].as_u64(), s["misses"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(1), Some(0))
+    );
     app.stop().await;
 }
 
@@ -113,9 +149,18 @@ async fn warm_up_loads_stored_orders_before_ready() {
 async fn recent_orders_health_ready_metrics() {
     let app = spawn_app().await;
     app.wait_ready().await;
-    store(&app.repo, (0..5).map(|n| generated_order("recent-", n, 1)).collect()).await;
+    store(
+        &app.repo,
+        (0..5).map(|n| generated_order("recent-", n, 1)).collect(),
+    )
+    .await;
     let list: Value = app.get("/orders?limit=3").await.json().await.unwrap();
-    let uids: Vec<_> = list.as_array().unwrap().iter().map(|o| o["order_uid"].as_str().unwrap().to_owned()).collect();
+    let uids: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_uid"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(uids, ["recent-4", "recent-3", "recent-2"]);
     assert!(list[0]["date_created"].as_str().unwrap().ends_with('Z'));
     assert_eq!(app.get("/orders?limit=0").await.status(), 400);
@@ -144,7 +189,12 @@ async fn recent_orders_health_ready_metrics() {
 
     let page = app.get("/").await;
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
     assert!(page.text().await.unwrap().contains("/static/app.js"));
     assert_eq!(app.get("/static/app.js").await.status(), 200);
     app.stop().await;
@@ -158,9 +208,15 @@ async fn database_outage_gives_503_and_readyz_says_why() {
     let (admin, conn) = tokio_postgres_connect(&admin_cfg).await;
     let db = app.settings.db_name.clone();
     // Close the database to new connections and cut the existing ones: an outage for this app.
-    admin.batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).await.unwrap();
     admin
-        .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", &[&db])
+        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&db],
+        )
         .await
         .unwrap();
     let r = app.get("/order/not-cached").await;
@@ -169,12 +225,28 @@ async fn database_outage_gives_503_and_readyz_says_why() {
     let r = app.get("/readyz").await;
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
-    let pg = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "postgres").unwrap().clone();
+    let pg = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "postgres")
+        .unwrap()
+        .clone();
     assert_eq!(pg["ok"], false);
-    assert!(pg["reason"].as_str().unwrap().contains("unavailable"), "{pg}");
-    assert_eq!(app.get("/healthz").await.status(), 200, "alive even when not ready");
+    assert!(
+        pg["reason"].as_str().unwrap().contains("unavailable"),
+        "{pg}"
+    );
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "alive even when not ready"
+    );
     // Back: ready again and serving, without a restart.
-    admin.batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).await.unwrap();
+    admin
+        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
     app.wait_ready().await;
     assert_eq!(app.get("/order/not-cached").await.status(), 404);
     drop(conn);
@@ -193,9 +265,12 @@ async fn tokio_postgres_connect(
         .connect(tokio_postgres::NoTls)
         .await
         .unwrap();
-    (client, tokio::spawn(async move {
-        let _ = conn.await;
-    }))
+    (
+        client,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
 }
 
 #[tokio::test]
@@ -205,5 +280,8 @@ async fn unreachable_database_at_start_is_a_clear_error() {
     settings.db_startup_timeout_secs = 0;
     let err = orders_app::Application::build(settings).await.unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("cannot connect to PostgreSQL") && msg.contains(":1/"), "{msg}");
+    assert!(
+        msg.contains("cannot connect to PostgreSQL") && msg.contains(":1/"),
+        "{msg}"
+    );
 }

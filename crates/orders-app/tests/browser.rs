@@ -21,13 +21,18 @@ impl Drop for Driver {
 }
 
 async fn browser() -> (Driver, Client) {
-    let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+    let chromedriver =
+        std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromedriver).exists() && std::path::Path::new(&chromium).exists(),
         "chromium/chromedriver missing ({chromium}, {chromedriver}); run `just test-deps` (scripts/browser-deps.sh)"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let driver = Driver(
         Command::new(&chromedriver)
             .arg(format!("--port={port}"))
@@ -41,7 +46,8 @@ async fn browser() -> (Driver, Client) {
         assert!(Instant::now() < deadline, "chromedriver did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let profile = std::env::temp_dir().join(format!("orders-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let profile =
+        std::env::temp_dir().join(format!("orders-chromium-{}", uuid::Uuid::new_v4().simple()));
     let caps = serde_json::json!({
         "goog:chromeOptions": {
             "binary": chromium,
@@ -66,7 +72,12 @@ async fn search(c: &Client, uid: &str) {
     let input = c.find(Locator::Id("uid")).await.unwrap();
     input.clear().await.unwrap();
     input.send_keys(uid).await.unwrap();
-    c.find(Locator::Id("search")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("search"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 async fn text(c: &Client, id: &str) -> String {
@@ -77,14 +88,16 @@ async fn text(c: &Client, id: &str) -> String {
 async fn wait_text(c: &Client, id: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(e) = c.find(Locator::Id(id)).await {
-            if let Ok(t) = e.text().await {
-                if ok(&t) {
-                    return t;
-                }
-            }
+        if let Ok(e) = c.find(Locator::Id(id)).await
+            && let Ok(t) = e.text().await
+            && ok(&t)
+        {
+            return t;
         }
-        assert!(Instant::now() < deadline, "#{id} never got the expected text");
+        assert!(
+            Instant::now() < deadline,
+            "#{id} never got the expected text"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -104,11 +117,18 @@ async fn page_shows_orders_messages_and_never_runs_injected_html() {
             .enumerate()
             .map(|(i, o)| AcceptedOrder {
                 order: o.clone(),
-                position: Position { topic: "page".into(), partition: 0, offset: i as i64 },
+                position: Position {
+                    topic: "page".into(),
+                    partition: 0,
+                    offset: i as i64,
+                },
                 payload: Bytes::from(serde_json::to_vec(o).unwrap()),
             })
             .collect(),
-        offsets: vec![PartitionOffset { partition: 0, next_offset: 2 }],
+        offsets: vec![PartitionOffset {
+            partition: 0,
+            next_offset: 2,
+        }],
         ..Default::default()
     };
     app.repo.store_batch(&batch).await.unwrap();
@@ -128,7 +148,14 @@ async fn page_shows_orders_messages_and_never_runs_injected_html() {
     assert!(text(&c, "amount").await.contains("1817"));
     assert!(text(&c, "goods-total").await.contains("317"));
     assert!(text(&c, "delivery-cost").await.contains("1500"));
-    assert!(c.current_url().await.unwrap().as_str().contains("uid=b563feb7b2b84b6test"), "deep link in the URL");
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("uid=b563feb7b2b84b6test"),
+        "deep link in the URL"
+    );
 
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -136,23 +163,49 @@ async fn page_shows_orders_messages_and_never_runs_injected_html() {
 
     // Unknown uid.
     search(&c, "does-not-exist").await;
-    wait_text(&c, "message", |t| t.contains("No order with id does-not-exist was found")).await;
+    wait_text(&c, "message", |t| {
+        t.contains("No order with id does-not-exist was found")
+    })
+    .await;
 
     // A uid that is HTML: shown as text, never run.
     let payload = "<img src=x onerror=\"window.__xss=1\">";
     search(&c, payload).await;
     let msg = wait_text(&c, "message", |t| t.contains("not a valid order id")).await;
     assert!(msg.contains(payload), "the uid is shown literally: {msg:?}");
-    let imgs = c.execute("return document.querySelectorAll('#message img, #order img').length", vec![]).await.unwrap();
+    let imgs = c
+        .execute(
+            "return document.querySelectorAll('#message img, #order img').length",
+            vec![],
+        )
+        .await
+        .unwrap();
     assert_eq!(imgs, 0);
 
     // An order whose fields hold HTML, opened by deep link: text, not markup.
-    c.goto(&format!("{}/?uid={}", app.base, hostile.order_uid)).await.unwrap();
+    c.goto(&format!("{}/?uid={}", app.base, hostile.order_uid))
+        .await
+        .unwrap();
     wait_text(&c, "order-uid", |t| t.contains(&hostile.order_uid)).await;
-    let page_text = c.find(Locator::Id("order")).await.unwrap().text().await.unwrap();
-    assert!(page_text.contains(&hostile.delivery.name), "the name shows as text");
+    let page_text = c
+        .find(Locator::Id("order"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page_text.contains(&hostile.delivery.name),
+        "the name shows as text"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let xss = c.execute("return window.__xss === undefined && document.querySelectorAll('img').length === 0", vec![]).await.unwrap();
+    let xss = c
+        .execute(
+            "return window.__xss === undefined && document.querySelectorAll('img').length === 0",
+            vec![],
+        )
+        .await
+        .unwrap();
     assert_eq!(xss, true, "no injected script ran");
 
     // The recent list links to orders.

@@ -9,8 +9,8 @@
 //! number of `get` calls.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,7 +63,11 @@ impl DashCache {
 impl OrderCache for DashCache {
     fn get(&self, order_uid: &str) -> Option<Bytes> {
         let hit = self.map.get(order_uid).map(|e| e.value().clone());
-        let counter = if hit.is_some() { &self.hits } else { &self.misses };
+        let counter = if hit.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
     }
@@ -71,13 +75,17 @@ impl OrderCache for DashCache {
     fn insert(&self, order_uid: &str, json: Bytes) {
         // The FIFO lock serialises inserts of new uids, which is what keeps the bound exact
         // under concurrent writers; reads never take it.
-        let Ok(mut fifo) = self.fifo.lock() else { return };
+        let Ok(mut fifo) = self.fifo.lock() else {
+            return;
+        };
         let len = json.len();
         if !self.map.contains_key(order_uid) {
             // Make room first, so that even a concurrent `len()` never sees capacity + 1.
             // Only inserts (all under this lock) add keys, so the check above stays true.
             while fifo.len() >= self.capacity {
-                let Some(victim) = fifo.pop_front() else { break };
+                let Some(victim) = fifo.pop_front() else {
+                    break;
+                };
                 if let Some((_, old)) = self.map.remove(&victim) {
                     self.bytes.fetch_sub(old.len(), Ordering::Relaxed);
                     self.evictions.fetch_add(1, Ordering::Relaxed);
@@ -103,7 +111,11 @@ impl OrderCache for DashCache {
             hits,
             misses,
             evictions: self.evictions.load(Ordering::Relaxed),
-            hit_ratio: if total == 0 { 0.0 } else { hits as f64 / total as f64 },
+            hit_ratio: if total == 0 {
+                0.0
+            } else {
+                hits as f64 / total as f64
+            },
             warmup_loaded: self.warmup_loaded.load(Ordering::Relaxed),
             warmup_millis: self.warmup_millis.load(Ordering::Relaxed),
             warmed_up: self.warmed_up.load(Ordering::Acquire),
@@ -116,7 +128,10 @@ impl OrderCache for DashCache {
 
     fn mark_warmed(&self, loaded: usize, took: Duration) {
         self.warmup_loaded.store(loaded, Ordering::Relaxed);
-        self.warmup_millis.store(u64::try_from(took.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.warmup_millis.store(
+            u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.warmed_up.store(true, Ordering::Release);
     }
 }

@@ -25,7 +25,10 @@ fn hits_misses_and_fifo_eviction() {
     assert!(c.get("o3").is_some());
     c.insert("o3", body(3)); // same uid: no new entry, no eviction
     let s = c.stats();
-    assert_eq!((s.size, s.capacity, s.hits, s.misses, s.evictions), (3, 3, 2, 1, 1));
+    assert_eq!(
+        (s.size, s.capacity, s.hits, s.misses, s.evictions),
+        (3, 3, 2, 1, 1)
+    );
     assert!((s.hit_ratio - 2.0 / 3.0).abs() < 1e-9);
     let expected_bytes: usize = (1..4).map(|n| body(n).len()).sum();
     assert_eq!(s.bytes, expected_bytes);
@@ -79,5 +82,11 @@ fn many_readers_and_writers_keep_the_bound_and_the_counts() {
     assert_eq!(s.hits + s.misses, (READERS * READS) as u64);
     assert_eq!(s.hits, total_found);
     assert_eq!(s.evictions, (WRITERS * PER_WRITER - CAP) as u64);
-    assert_eq!(s.bytes, (0..WRITERS * PER_WRITER).filter(|n| c.get(&format!("o{n}")).is_some()).map(|n| body(n).len()).sum::<usize>());
+    assert_eq!(
+        s.bytes,
+        (0..WRITERS * PER_WRITER)
+            .filter(|n| c.get(&format!("o{n}")).is_some())
+            .map(|n| body(n).len())
+            .sum::<usize>()
+    );
 }

@@ -34,11 +34,17 @@ impl RepositoryError {
     }
 
     pub fn unavailable(context: impl Into<String>, source: impl Into<Source>) -> Self {
-        Self::Unavailable { context: context.into(), source: Some(source.into()) }
+        Self::Unavailable {
+            context: context.into(),
+            source: Some(source.into()),
+        }
     }
 
     pub fn other(context: impl Into<String>, source: impl Into<Source>) -> Self {
-        Self::Other { context: context.into(), source: Some(source.into()) }
+        Self::Other {
+            context: context.into(),
+            source: Some(source.into()),
+        }
     }
 }
 
@@ -68,11 +74,17 @@ pub enum SourceError {
 
 impl SourceError {
     pub fn unavailable(context: impl Into<String>, source: impl Into<Source>) -> Self {
-        Self::Unavailable { context: context.into(), source: Some(source.into()) }
+        Self::Unavailable {
+            context: context.into(),
+            source: Some(source.into()),
+        }
     }
 
     pub fn other(context: impl Into<String>, source: impl Into<Source>) -> Self {
-        Self::Other { context: context.into(), source: Some(source.into()) }
+        Self::Other {
+            context: context.into(),
+            source: Some(source.into()),
+        }
     }
 }
 

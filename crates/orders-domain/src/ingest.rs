@@ -11,7 +11,7 @@ use crate::ports::{
     AcceptedOrder, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
     RejectedFilter, Rejection, StoreBatch,
 };
-use crate::validation::{decode_order, RejectReason, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::validation::{DEFAULT_MAX_MESSAGE_BYTES, RejectReason, decode_order};
 
 /// What one ingest step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,7 +46,11 @@ pub struct IngestService {
 
 impl IngestService {
     pub fn new(repo: Arc<dyn OrderRepository>, cache: Arc<dyn OrderCache>) -> Self {
-        Self { repo, cache, max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES }
+        Self {
+            repo,
+            cache,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
     }
 
     /// Messages over this many bytes are rejected as `oversize` before parsing.
@@ -65,8 +69,11 @@ impl IngestService {
         let mut rejections = Vec::new();
         let mut seen = HashSet::with_capacity(batch.records.len());
         for msg in batch.records {
-            let position =
-                Position { topic: topic.to_owned(), partition: batch.partition, offset: msg.offset };
+            let position = Position {
+                topic: topic.to_owned(),
+                partition: batch.partition,
+                offset: msg.offset,
+            };
             match decode_order(msg.value.as_deref(), self.max_message_bytes) {
                 Ok(order) if !seen.insert(order.order_uid.clone()) => {
                     // Same uid twice in one batch: the first wins, like across batches.
@@ -123,13 +130,23 @@ impl IngestService {
         }
         // The cache only ever sees committed orders.
         let stored: HashSet<&str> = outcome.stored.iter().map(String::as_str).collect();
-        for accepted in batch.orders.iter().filter(|a| stored.contains(a.order.order_uid.as_str())) {
+        for accepted in batch
+            .orders
+            .iter()
+            .filter(|a| stored.contains(a.order.order_uid.as_str()))
+        {
             match serde_json::to_vec(&accepted.order) {
-                Ok(json) => self.cache.insert(&accepted.order.order_uid, Bytes::from(json)),
+                Ok(json) => self
+                    .cache
+                    .insert(&accepted.order.order_uid, Bytes::from(json)),
                 Err(e) => tracing::error!(error = %e, "cannot serialize a stored order"),
             }
         }
-        Ok(IngestReport { stored: outcome.stored.len(), rejected, offsets: batch.offsets })
+        Ok(IngestReport {
+            stored: outcome.stored.len(),
+            rejected,
+            offsets: batch.offsets,
+        })
     }
 
     /// `prepare` then `store`.
@@ -145,13 +162,20 @@ impl IngestService {
     /// becomes an order and its rejected row is deleted in the same transaction (so a replay
     /// that is interrupted and run again neither loses nor duplicates anything); the others
     /// are left as they are. Offsets do not move.
-    pub async fn replay(&self, reason: Option<RejectReason>) -> Result<ReplayReport, RepositoryError> {
+    pub async fn replay(
+        &self,
+        reason: Option<RejectReason>,
+    ) -> Result<ReplayReport, RepositoryError> {
         let mut report = ReplayReport::default();
         let mut after_id = None;
         loop {
             let rows = self
                 .repo
-                .rejected(&RejectedFilter { reason, after_id, limit: REPLAY_PAGE })
+                .rejected(&RejectedFilter {
+                    reason,
+                    after_id,
+                    limit: REPLAY_PAGE,
+                })
                 .await?;
             let Some(last) = rows.last() else { break };
             after_id = Some(last.id);

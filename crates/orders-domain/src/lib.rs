@@ -20,12 +20,12 @@ pub use ingest::{IngestReport, IngestService, ReplayReport};
 pub use model::{Delivery, Item, Order, OrderSummary, Payment};
 pub use ports::{
     AcceptedOrder, CacheStats, FetchedBatch, OrderCache, OrderRepository, OrderSource,
-    PartitionOffset, Position, RawMessage, RejectedFilter, RejectedMessage, Rejection,
-    StartOffset, StoreBatch, StoreOutcome,
+    PartitionOffset, Position, RawMessage, RejectedFilter, RejectedMessage, Rejection, StartOffset,
+    StoreBatch, StoreOutcome,
 };
 pub use query::QueryService;
 pub use validation::{
-    decode_order, is_valid_order_uid, validate_order, DecodeError, FieldError, RejectReason,
+    DecodeError, FieldError, RejectReason, decode_order, is_valid_order_uid, validate_order,
 };
 
 /// The reference order message, shipped with the project.

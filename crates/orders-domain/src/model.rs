@@ -7,9 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use crate::validation::{
-    validate_currency, validate_order_uid, validate_phone, validate_token,
-};
+use crate::validation::{validate_currency, validate_order_uid, validate_phone, validate_token};
 
 /// One order with its delivery, payment and items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
@@ -139,7 +137,7 @@ pub struct OrderSummary {
 /// read back from the database serializes exactly like the one that was ingested.
 pub(crate) mod rfc3339 {
     use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-    use serde::{de, Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer, de};
 
     pub(crate) fn serialize<S: Serializer>(v: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_rfc3339_opts(SecondsFormat::AutoSi, true))

@@ -127,8 +127,10 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
     async fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, RepositoryError>;
 
     /// Rejected messages, oldest first.
-    async fn rejected(&self, filter: &RejectedFilter)
-    -> Result<Vec<RejectedMessage>, RepositoryError>;
+    async fn rejected(
+        &self,
+        filter: &RejectedFilter,
+    ) -> Result<Vec<RejectedMessage>, RepositoryError>;
 
     /// Number of rejected messages per reason.
     async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError>;
@@ -216,8 +218,11 @@ pub trait OrderSource: Send + Sync + std::fmt::Debug {
     /// The topic's partitions now.
     async fn partitions(&self) -> Result<Vec<i32>, SourceError>;
     /// Resolves where to start on `partition` given the stored next offset.
-    async fn start_offset(&self, partition: i32, stored: Option<i64>)
-    -> Result<StartOffset, SourceError>;
+    async fn start_offset(
+        &self,
+        partition: i32,
+        stored: Option<i64>,
+    ) -> Result<StartOffset, SourceError>;
     /// The next batch at `offset`; waits up to the adapter's max wait when there is nothing.
     async fn fetch(&self, partition: i32, offset: i64) -> Result<FetchedBatch, SourceError>;
 }

@@ -33,7 +33,11 @@ impl QueryService {
         if let Some(json) = self.cache.get(order_uid) {
             return Ok(json);
         }
-        let order = self.repo.get(order_uid).await?.ok_or(QueryError::NotFound)?;
+        let order = self
+            .repo
+            .get(order_uid)
+            .await?
+            .ok_or(QueryError::NotFound)?;
         let json = Bytes::from(
             serde_json::to_vec(&order)
                 .map_err(|e| RepositoryError::other("serializing a stored order", e))?,
@@ -44,7 +48,10 @@ impl QueryService {
 
     /// The most recent orders, newest first; `limit` is clamped to [`MAX_RECENT`].
     pub async fn recent(&self, limit: usize) -> Result<Vec<OrderSummary>, QueryError> {
-        Ok(self.repo.recent_summaries(limit.clamp(1, MAX_RECENT)).await?)
+        Ok(self
+            .repo
+            .recent_summaries(limit.clamp(1, MAX_RECENT))
+            .await?)
     }
 
     pub fn cache(&self) -> &Arc<dyn OrderCache> {

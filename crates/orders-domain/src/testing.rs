@@ -47,17 +47,27 @@ impl InMemoryRepository {
 
     fn check(&self) -> Result<std::sync::MutexGuard<'_, MemState>, RepositoryError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(RepositoryError::Unavailable { context: "simulated outage".into(), source: None });
+            return Err(RepositoryError::Unavailable {
+                context: "simulated outage".into(),
+                source: None,
+            });
         }
-        self.state
-            .lock()
-            .map_err(|_| RepositoryError::Other { context: "poisoned".into(), source: None })
+        self.state.lock().map_err(|_| RepositoryError::Other {
+            context: "poisoned".into(),
+            source: None,
+        })
     }
 }
 
 fn storage_constraints(order: &Order) -> Result<(), RepositoryError> {
     let p = &order.payment;
-    let money = [p.amount, p.delivery_cost, p.goods_total, p.custom_fee, p.payment_dt];
+    let money = [
+        p.amount,
+        p.delivery_cost,
+        p.goods_total,
+        p.custom_fee,
+        p.payment_dt,
+    ];
     let bad_item = order
         .items
         .iter()
@@ -79,11 +89,14 @@ impl OrderRepository for InMemoryRepository {
             storage_constraints(&a.order)?;
         }
         let mut outcome = StoreOutcome::default();
-        st.rejected.retain(|r| !batch.superseded_rejections.contains(&r.id));
+        st.rejected
+            .retain(|r| !batch.superseded_rejections.contains(&r.id));
         let mut new_rejections = Vec::new();
         for a in &batch.orders {
             if st.orders.contains_key(&a.order.order_uid) {
-                outcome.duplicates.push((a.order.order_uid.clone(), a.position.clone()));
+                outcome
+                    .duplicates
+                    .push((a.order.order_uid.clone(), a.position.clone()));
                 new_rejections.push((
                     a.position.clone(),
                     RejectReason::Duplicate.as_str().to_owned(),
@@ -93,7 +106,8 @@ impl OrderRepository for InMemoryRepository {
             } else {
                 st.seq += 1;
                 let seq = st.seq;
-                st.orders.insert(a.order.order_uid.clone(), (seq, a.order.clone()));
+                st.orders
+                    .insert(a.order.order_uid.clone(), (seq, a.order.clone()));
                 outcome.stored.push(a.order.order_uid.clone());
             }
         }
@@ -121,7 +135,8 @@ impl OrderRepository for InMemoryRepository {
             });
         }
         for o in &batch.offsets {
-            st.offsets.insert((batch.topic.clone(), o.partition), o.next_offset);
+            st.offsets
+                .insert((batch.topic.clone(), o.partition), o.next_offset);
         }
         Ok(outcome)
     }
@@ -133,8 +148,12 @@ impl OrderRepository for InMemoryRepository {
     async fn recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError> {
         let st = self.check()?;
         let mut all: Vec<_> = st.orders.values().collect();
-        all.sort_by(|a, b| b.0.cmp(&a.0));
-        Ok(all.into_iter().take(limit).map(|(_, o)| o.clone()).collect())
+        all.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        Ok(all
+            .into_iter()
+            .take(limit)
+            .map(|(_, o)| o.clone())
+            .collect())
     }
 
     async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError> {
@@ -198,8 +217,13 @@ pub struct InMemoryCache {
 
 impl InMemoryCache {
     pub fn new(capacity: usize) -> Self {
-        let stats = CacheStats { capacity, ..CacheStats::default() };
-        Self { inner: Mutex::new((HashMap::new(), VecDeque::new(), stats)) }
+        let stats = CacheStats {
+            capacity,
+            ..CacheStats::default()
+        };
+        Self {
+            inner: Mutex::new((HashMap::new(), VecDeque::new(), stats)),
+        }
     }
 }
 
@@ -219,11 +243,11 @@ impl OrderCache for InMemoryCache {
         let Ok(mut g) = self.inner.lock() else { return };
         if g.0.insert(order_uid.to_owned(), json).is_none() {
             g.1.push_back(order_uid.to_owned());
-            if g.1.len() > g.2.capacity {
-                if let Some(old) = g.1.pop_front() {
-                    g.0.remove(&old);
-                    g.2.evictions += 1;
-                }
+            if g.1.len() > g.2.capacity
+                && let Some(old) = g.1.pop_front()
+            {
+                g.0.remove(&old);
+                g.2.evictions += 1;
             }
         }
         g.2.size = g.0.len();
@@ -248,8 +272,12 @@ impl OrderCache for InMemoryCache {
 
 /// The `OrderRepository` contract as executable checks. Each takes a fresh, empty repository.
 pub mod conformance {
+    // Test code: a failed expectation is a panic with the value in the message.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use bytes::Bytes;
 
+    use crate::Order;
     use crate::error::RepositoryError;
     use crate::ports::{
         AcceptedOrder, OrderRepository, PartitionOffset, Position, RejectedFilter, Rejection,
@@ -257,13 +285,20 @@ pub mod conformance {
     };
     use crate::sample::{generated_order, reference_order};
     use crate::validation::RejectReason;
-    use crate::Order;
 
     const TOPIC: &str = "conformance";
 
     fn accepted(order: Order, partition: i32, offset: i64) -> AcceptedOrder {
         let payload = Bytes::from(serde_json::to_vec(&order).unwrap_or_default());
-        AcceptedOrder { order, position: Position { topic: TOPIC.into(), partition, offset }, payload }
+        AcceptedOrder {
+            order,
+            position: Position {
+                topic: TOPIC.into(),
+                partition,
+                offset,
+            },
+            payload,
+        }
     }
 
     fn batch(orders: Vec<AcceptedOrder>, partition: i32, next_offset: i64) -> StoreBatch {
@@ -271,7 +306,10 @@ pub mod conformance {
             topic: TOPIC.into(),
             orders,
             rejections: vec![],
-            offsets: vec![PartitionOffset { partition, next_offset }],
+            offsets: vec![PartitionOffset {
+                partition,
+                next_offset,
+            }],
             superseded_rejections: vec![],
         }
     }
@@ -279,20 +317,34 @@ pub mod conformance {
     /// Store the reference order, read it back: the same JSON.
     pub async fn fixture_round_trip(repo: &dyn OrderRepository) {
         let order = reference_order();
-        let out = repo.store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, 1)).await.unwrap();
+        let out = repo
+            .store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, 1))
+            .await
+            .unwrap();
         assert_eq!(out.stored, vec![order.order_uid.clone()]);
         assert!(out.duplicates.is_empty());
-        let back = repo.get(&order.order_uid).await.unwrap().expect("stored order is found");
+        let back = repo
+            .get(&order.order_uid)
+            .await
+            .unwrap()
+            .expect("stored order is found");
         assert_eq!(back, order);
-        let original: serde_json::Value = serde_json::from_str(crate::REFERENCE_ORDER_JSON).unwrap();
+        let original: serde_json::Value =
+            serde_json::from_str(crate::REFERENCE_ORDER_JSON).unwrap();
         assert_eq!(serde_json::to_value(&back).unwrap(), original);
         assert_eq!(repo.get("no-such-order").await.unwrap(), None);
     }
 
     /// Generated orders with many items keep every field and the item order.
     pub async fn many_items_round_trip(repo: &dyn OrderRepository) {
-        let orders: Vec<_> = (0..20).map(|n| generated_order("many-", n, 1 + (n as usize % 12))).collect();
-        let acc = orders.iter().enumerate().map(|(i, o)| accepted(o.clone(), 1, i as i64)).collect();
+        let orders: Vec<_> = (0..20)
+            .map(|n| generated_order("many-", n, 1 + (n as usize % 12)))
+            .collect();
+        let acc = orders
+            .iter()
+            .enumerate()
+            .map(|(i, o)| accepted(o.clone(), 1, i as i64))
+            .collect();
         repo.store_batch(&batch(acc, 1, 20)).await.unwrap();
         for o in &orders {
             assert_eq!(repo.get(&o.order_uid).await.unwrap().as_ref(), Some(o));
@@ -303,12 +355,18 @@ pub mod conformance {
     /// as a duplicate rejection.
     pub async fn restore_is_idempotent(repo: &dyn OrderRepository) {
         let order = reference_order();
-        repo.store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, 1)).await.unwrap();
+        repo.store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, 1))
+            .await
+            .unwrap();
         let mut changed = order.clone();
         changed.items[0].name = "Changed".into();
         changed.delivery.city = "Elsewhere".into();
         let out = repo
-            .store_batch(&batch(vec![accepted(order.clone(), 0, 1), accepted(changed, 0, 2)], 0, 3))
+            .store_batch(&batch(
+                vec![accepted(order.clone(), 0, 1), accepted(changed, 0, 2)],
+                0,
+                3,
+            ))
             .await
             .unwrap();
         assert!(out.stored.is_empty(), "nothing new is stored: {out:?}");
@@ -316,7 +374,11 @@ pub mod conformance {
         assert_eq!(repo.get(&order.order_uid).await.unwrap(), Some(order));
         assert_eq!(repo.recent(10).await.unwrap().len(), 1);
         let dups = repo
-            .rejected(&RejectedFilter { reason: Some(RejectReason::Duplicate), after_id: None, limit: 10 })
+            .rejected(&RejectedFilter {
+                reason: Some(RejectReason::Duplicate),
+                after_id: None,
+                limit: 10,
+            })
             .await
             .unwrap();
         let offsets: Vec<i64> = dups.iter().map(|r| r.position.offset).collect();
@@ -327,41 +389,75 @@ pub mod conformance {
     /// A batch that fails part-way (an order breaking a storage constraint after others were
     /// written) commits nothing: no orders, no rejections, no offsets.
     pub async fn failed_batch_commits_nothing(repo: &dyn OrderRepository) {
-        repo.store_batch(&batch(vec![accepted(generated_order("ok-", 0, 1), 0, 0)], 0, 1))
-            .await
-            .unwrap();
+        repo.store_batch(&batch(
+            vec![accepted(generated_order("ok-", 0, 1), 0, 0)],
+            0,
+            1,
+        ))
+        .await
+        .unwrap();
         let good = generated_order("atomic-", 1, 3);
         let mut bad = generated_order("atomic-", 2, 3);
         bad.payment.amount = -1;
-        let mut b = batch(vec![accepted(good.clone(), 0, 1), accepted(bad.clone(), 0, 2)], 0, 4);
+        let mut b = batch(
+            vec![accepted(good.clone(), 0, 1), accepted(bad.clone(), 0, 2)],
+            0,
+            4,
+        );
         b.rejections.push(Rejection {
-            position: Position { topic: TOPIC.into(), partition: 0, offset: 3 },
+            position: Position {
+                topic: TOPIC.into(),
+                partition: 0,
+                offset: 3,
+            },
             reason: RejectReason::NotJson,
             detail: "x".into(),
             payload: Some(Bytes::from_static(b"{")),
         });
-        let err = repo.store_batch(&b).await.expect_err("a constraint violation fails the batch");
+        let err = repo
+            .store_batch(&b)
+            .await
+            .expect_err("a constraint violation fails the batch");
         assert!(matches!(err, RepositoryError::Constraint(_)), "got {err:?}");
         assert_eq!(repo.get(&good.order_uid).await.unwrap(), None);
         assert_eq!(repo.get(&bad.order_uid).await.unwrap(), None);
         assert_eq!(repo.stored_offsets(TOPIC).await.unwrap().get(&0), Some(&1));
-        assert!(repo.rejected(&RejectedFilter { limit: 10, ..Default::default() }).await.unwrap().is_empty());
+        assert!(
+            repo.rejected(&RejectedFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+        );
         assert_eq!(repo.recent(10).await.unwrap().len(), 1);
     }
 
     /// Rejections and offsets are stored with the orders.
     pub async fn rejections_and_offsets_stored(repo: &dyn OrderRepository) {
         let mut b = batch(vec![accepted(generated_order("rj-", 1, 2), 2, 10)], 2, 13);
-        b.offsets.push(PartitionOffset { partition: 5, next_offset: 7 });
+        b.offsets.push(PartitionOffset {
+            partition: 5,
+            next_offset: 7,
+        });
         b.rejections = vec![
             Rejection {
-                position: Position { topic: TOPIC.into(), partition: 2, offset: 11 },
+                position: Position {
+                    topic: TOPIC.into(),
+                    partition: 2,
+                    offset: 11,
+                },
                 reason: RejectReason::Tombstone,
                 detail: "message has no value (tombstone)".into(),
                 payload: None,
             },
             Rejection {
-                position: Position { topic: TOPIC.into(), partition: 2, offset: 12 },
+                position: Position {
+                    topic: TOPIC.into(),
+                    partition: 2,
+                    offset: 12,
+                },
                 reason: RejectReason::NotUtf8,
                 detail: "bad bytes".into(),
                 payload: Some(Bytes::from_static(&[0xff, 0xfe, 0x00])),
@@ -371,13 +467,34 @@ pub mod conformance {
         // Re-recording the same positions is ignored.
         repo.store_batch(&b).await.unwrap();
         let offsets = repo.stored_offsets(TOPIC).await.unwrap();
-        assert_eq!(offsets.into_iter().collect::<Vec<_>>(), vec![(2, 13), (5, 7)]);
-        assert!(repo.stored_offsets("another-topic").await.unwrap().is_empty());
-        let mut all = repo.rejected(&RejectedFilter { limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(
+            offsets.into_iter().collect::<Vec<_>>(),
+            vec![(2, 13), (5, 7)]
+        );
+        assert!(
+            repo.stored_offsets("another-topic")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let mut all = repo
+            .rejected(&RejectedFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         all.sort_by_key(|r| r.position.clone());
         let summary: Vec<_> = all
             .iter()
-            .map(|r| (r.position.partition, r.position.offset, r.reason.as_str(), r.payload.clone()))
+            .map(|r| {
+                (
+                    r.position.partition,
+                    r.position.offset,
+                    r.reason.as_str(),
+                    r.payload.clone(),
+                )
+            })
             .collect();
         let order_payload = Bytes::from(serde_json::to_vec(&generated_order("rj-", 1, 2)).unwrap());
         // The second store finds the order already stored: a duplicate at its position.
@@ -386,7 +503,12 @@ pub mod conformance {
             vec![
                 (2, 10, "duplicate", Some(order_payload)),
                 (2, 11, "tombstone", None),
-                (2, 12, "not_utf8", Some(Bytes::from_static(&[0xff, 0xfe, 0x00]))),
+                (
+                    2,
+                    12,
+                    "not_utf8",
+                    Some(Bytes::from_static(&[0xff, 0xfe, 0x00]))
+                ),
             ]
         );
         let counts = repo.rejected_counts().await.unwrap();
@@ -395,7 +517,11 @@ pub mod conformance {
         // The re-stored order at (2, 10) is a duplicate, recorded once.
         assert_eq!(counts.get("duplicate"), Some(&1));
         let only = repo
-            .rejected(&RejectedFilter { reason: Some(RejectReason::Tombstone), after_id: None, limit: 10 })
+            .rejected(&RejectedFilter {
+                reason: Some(RejectReason::Tombstone),
+                after_id: None,
+                limit: 10,
+            })
             .await
             .unwrap();
         assert_eq!(only.len(), 1);
@@ -405,15 +531,26 @@ pub mod conformance {
     pub async fn most_recent_first(repo: &dyn OrderRepository) {
         for n in 0..5u64 {
             let o = generated_order("recent-", n, 1 + n as usize);
-            repo.store_batch(&batch(vec![accepted(o, 0, n as i64)], 0, n as i64 + 1)).await.unwrap();
+            repo.store_batch(&batch(vec![accepted(o, 0, n as i64)], 0, n as i64 + 1))
+                .await
+                .unwrap();
         }
-        let uids: Vec<_> = repo.recent(3).await.unwrap().into_iter().map(|o| o.order_uid).collect();
+        let uids: Vec<_> = repo
+            .recent(3)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.order_uid)
+            .collect();
         assert_eq!(uids, vec!["recent-4", "recent-3", "recent-2"]);
         let sums = repo.recent_summaries(2).await.unwrap();
         assert_eq!(sums.len(), 2);
         assert_eq!(sums[0].order_uid, "recent-4");
         assert_eq!(sums[0].items, 5);
-        assert_eq!(sums[0].amount, generated_order("recent-", 4, 5).payment.amount);
+        assert_eq!(
+            sums[0].amount,
+            generated_order("recent-", 4, 5).payment.amount
+        );
         assert_eq!(repo.recent(100).await.unwrap().len(), 5);
         repo.ping().await.unwrap();
     }

@@ -56,7 +56,11 @@ pub enum DecodeError {
 }
 
 fn join(errors: &[FieldError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl DecodeError {
@@ -136,7 +140,10 @@ pub fn decode_order(value: Option<&[u8]>, max_bytes: usize) -> Result<Order, Dec
         return Err(DecodeError::Empty);
     }
     if bytes.len() > max_bytes {
-        return Err(DecodeError::Oversize { size: bytes.len(), limit: max_bytes });
+        return Err(DecodeError::Oversize {
+            size: bytes.len(),
+            limit: max_bytes,
+        });
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;
     let order = parse_order(text)?;
@@ -185,7 +192,10 @@ fn cross_field_rules(order: &Order, errors: &mut Vec<FieldError>) {
         if item.track_number != order.track_number {
             errors.push(FieldError {
                 path: format!("items[{i}].track_number"),
-                rule: format!("must equal the order's track_number {:?}", order.track_number),
+                rule: format!(
+                    "must equal the order's track_number {:?}",
+                    order.track_number
+                ),
             });
         }
     }
@@ -197,7 +207,10 @@ fn cross_field_rules(order: &Order, errors: &mut Vec<FieldError>) {
     match items_total {
         Some(sum) if sum != p.goods_total => errors.push(FieldError {
             path: "payment.goods_total".into(),
-            rule: format!("must equal the sum of items[].total_price ({sum}), is {}", p.goods_total),
+            rule: format!(
+                "must equal the sum of items[].total_price ({sum}), is {}",
+                p.goods_total
+            ),
         }),
         None => errors.push(FieldError {
             path: "items".into(),
@@ -232,7 +245,10 @@ fn flatten(prefix: &str, errors: &ValidationErrors, out: &mut Vec<FieldError>) {
         };
         match kind {
             ValidationErrorsKind::Field(list) => {
-                out.extend(list.iter().map(|e| FieldError { path: path.clone(), rule: describe(e) }));
+                out.extend(list.iter().map(|e| FieldError {
+                    path: path.clone(),
+                    rule: describe(e),
+                }));
             }
             ValidationErrorsKind::Struct(inner) => flatten(&path, inner, out),
             ValidationErrorsKind::List(items) => {
@@ -275,14 +291,19 @@ fn rule(code: &'static str, message: &'static str) -> ValidationError {
 pub fn is_valid_order_uid(uid: &str) -> bool {
     !uid.is_empty()
         && uid.len() <= MAX_ORDER_UID_LEN
-        && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 pub(crate) fn validate_order_uid(uid: &str) -> Result<(), ValidationError> {
     if is_valid_order_uid(uid) {
         Ok(())
     } else {
-        Err(rule("order_uid", "must be 1..=64 characters of [A-Za-z0-9_-]"))
+        Err(rule(
+            "order_uid",
+            "must be 1..=64 characters of [A-Za-z0-9_-]",
+        ))
     }
 }
 

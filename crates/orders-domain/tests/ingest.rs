@@ -7,19 +7,27 @@ use bytes::Bytes;
 use orders_domain::sample::{generated_order, reference_order};
 use orders_domain::testing::{InMemoryCache, InMemoryRepository};
 use orders_domain::{
-    FetchedBatch, IngestService, OrderCache, OrderRepository, QueryError, QueryService,
-    RawMessage, RejectedFilter,
+    FetchedBatch, IngestService, OrderCache, OrderRepository, QueryError, QueryService, RawMessage,
+    RejectedFilter,
 };
 
 fn msg(offset: i64, value: Option<&[u8]>) -> RawMessage {
-    RawMessage { offset, value: value.map(Bytes::copy_from_slice) }
+    RawMessage {
+        offset,
+        value: value.map(Bytes::copy_from_slice),
+    }
 }
 
 fn json(order: &orders_domain::Order) -> Vec<u8> {
     serde_json::to_vec(order).unwrap()
 }
 
-fn setup() -> (Arc<InMemoryRepository>, Arc<InMemoryCache>, IngestService, QueryService) {
+fn setup() -> (
+    Arc<InMemoryRepository>,
+    Arc<InMemoryCache>,
+    IngestService,
+    QueryService,
+) {
     let repo = Arc::new(InMemoryRepository::new());
     let cache = Arc::new(InMemoryCache::new(100));
     let ingest = IngestService::new(repo.clone(), cache.clone()).with_max_message_bytes(64 * 1024);
@@ -45,23 +53,56 @@ async fn sorts_a_batch_into_orders_and_rejections_with_the_next_offset() {
         msg(18, Some(&json(&a))),
     ];
     let report = ingest
-        .ingest("t", FetchedBatch { partition: 2, records, next_offset: 19, high_watermark: 19 })
+        .ingest(
+            "t",
+            FetchedBatch {
+                partition: 2,
+                records,
+                next_offset: 19,
+                high_watermark: 19,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(report.stored, 1);
-    let reasons: Vec<_> = report.rejected.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+    let reasons: Vec<_> = report
+        .rejected
+        .iter()
+        .map(|(r, n)| (r.as_str(), *n))
+        .collect();
     assert_eq!(
         reasons,
-        vec![("tombstone", 1), ("empty", 1), ("oversize", 1), ("not_utf8", 1), ("not_json", 1),
-             ("not_order", 1), ("invalid", 1), ("duplicate", 1)]
+        vec![
+            ("tombstone", 1),
+            ("empty", 1),
+            ("oversize", 1),
+            ("not_utf8", 1),
+            ("not_json", 1),
+            ("not_order", 1),
+            ("invalid", 1),
+            ("duplicate", 1)
+        ]
     );
     assert_eq!(repo.stored_offsets("t").await.unwrap().get(&2), Some(&19));
-    let rejected = repo.rejected(&RejectedFilter { limit: 100, ..Default::default() }).await.unwrap();
-    let positions: Vec<_> = rejected.iter().map(|r| (r.position.offset, r.reason.clone())).collect();
+    let rejected = repo
+        .rejected(&RejectedFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let positions: Vec<_> = rejected
+        .iter()
+        .map(|r| (r.position.offset, r.reason.clone()))
+        .collect();
     assert_eq!(positions.len(), 8);
     assert!(positions.contains(&(16, "invalid".into())));
     let invalid_row = rejected.iter().find(|r| r.position.offset == 16).unwrap();
-    assert!(invalid_row.detail.contains("payment.amount"), "{}", invalid_row.detail);
+    assert!(
+        invalid_row.detail.contains("payment.amount"),
+        "{}",
+        invalid_row.detail
+    );
     // Committed orders are in the cache; nothing else is.
     assert!(cache.get("a1").is_some());
     assert_eq!(cache.stats().size, 1);
@@ -72,7 +113,12 @@ async fn a_failed_store_moves_nothing_and_caches_nothing() {
     let (repo, cache, ingest, _) = setup();
     repo.set_down(true);
     let o = reference_order();
-    let batch = FetchedBatch { partition: 0, records: vec![msg(0, Some(&json(&o)))], next_offset: 1, high_watermark: 1 };
+    let batch = FetchedBatch {
+        partition: 0,
+        records: vec![msg(0, Some(&json(&o)))],
+        next_offset: 1,
+        high_watermark: 1,
+    };
     let err = ingest.ingest("t", batch.clone()).await.unwrap_err();
     assert!(err.is_transient());
     assert_eq!(cache.stats().size, 0);
@@ -88,19 +134,36 @@ async fn query_reads_through_and_fills_the_cache() {
     let (repo, cache, ingest, query) = setup();
     let o = reference_order();
     ingest
-        .ingest("t", FetchedBatch { partition: 0, records: vec![msg(0, Some(&json(&o)))], next_offset: 1, high_watermark: 1 })
+        .ingest(
+            "t",
+            FetchedBatch {
+                partition: 0,
+                records: vec![msg(0, Some(&json(&o)))],
+                next_offset: 1,
+                high_watermark: 1,
+            },
+        )
         .await
         .unwrap();
     // A fresh cache (as after a restart) misses, reads through, then hits.
     let cold = Arc::new(InMemoryCache::new(10));
     let q = QueryService::new(repo.clone(), cold.clone());
     let body = q.order_json(&o.order_uid).await.unwrap();
-    assert_eq!(serde_json::from_slice::<orders_domain::Order>(&body).unwrap(), o);
+    assert_eq!(
+        serde_json::from_slice::<orders_domain::Order>(&body).unwrap(),
+        o
+    );
     q.order_json(&o.order_uid).await.unwrap();
     let s = cold.stats();
     assert_eq!((s.hits, s.misses, s.size), (1, 1, 1));
-    assert!(matches!(query.order_json("bad uid").await, Err(QueryError::InvalidUid)));
-    assert!(matches!(query.order_json("unknown").await, Err(QueryError::NotFound)));
+    assert!(matches!(
+        query.order_json("bad uid").await,
+        Err(QueryError::InvalidUid)
+    ));
+    assert!(matches!(
+        query.order_json("unknown").await,
+        Err(QueryError::NotFound)
+    ));
     assert_eq!(cache.stats().size, 1);
 }
 
@@ -109,8 +172,21 @@ async fn warm_up_loads_the_newest_up_to_capacity() {
     let repo = Arc::new(InMemoryRepository::new());
     let seed_cache = Arc::new(InMemoryCache::new(1000));
     let ingest = IngestService::new(repo.clone(), seed_cache);
-    let records = (0..20).map(|n| msg(n, Some(&json(&generated_order("w", n as u64, 2))))).collect();
-    ingest.ingest("t", FetchedBatch { partition: 0, records, next_offset: 20, high_watermark: 20 }).await.unwrap();
+    let records = (0..20)
+        .map(|n| msg(n, Some(&json(&generated_order("w", n as u64, 2)))))
+        .collect();
+    ingest
+        .ingest(
+            "t",
+            FetchedBatch {
+                partition: 0,
+                records,
+                next_offset: 20,
+                high_watermark: 20,
+            },
+        )
+        .await
+        .unwrap();
     let cache = Arc::new(InMemoryCache::new(5));
     let q = QueryService::new(repo, cache.clone());
     assert_eq!(q.warm_up().await.unwrap(), 5);
@@ -118,7 +194,10 @@ async fn warm_up_loads_the_newest_up_to_capacity() {
     assert!(s.warmed_up);
     assert_eq!((s.size, s.warmup_loaded, s.evictions), (5, 5, 0));
     for n in 15..20 {
-        assert!(cache.get(&format!("w{n}")).is_some(), "w{n} is among the newest");
+        assert!(
+            cache.get(&format!("w{n}")).is_some(),
+            "w{n} is among the newest"
+        );
     }
     assert!(cache.get("w14").is_none());
 }

@@ -2,10 +2,10 @@
 //! Validation rules, one test per rule family, and property tests over generated orders.
 
 use orders_domain::sample::{generated_order, reference_order};
-use orders_domain::validation::{decode_order, DEFAULT_MAX_MESSAGE_BYTES};
-use orders_domain::{validate_order, DecodeError, Order, RejectReason, REFERENCE_ORDER_JSON};
+use orders_domain::validation::{DEFAULT_MAX_MESSAGE_BYTES, decode_order};
+use orders_domain::{DecodeError, Order, REFERENCE_ORDER_JSON, RejectReason, validate_order};
 use proptest::prelude::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn fixture() -> Value {
     serde_json::from_str(REFERENCE_ORDER_JSON).unwrap()
@@ -46,7 +46,13 @@ fn every_field_is_required() {
             pointers.extend(obj.keys().map(|kk| format!("/{k}/{kk}")));
         }
     }
-    pointers.extend(base["items"][0].as_object().unwrap().keys().map(|k| format!("/items/0/{k}")));
+    pointers.extend(
+        base["items"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| format!("/items/0/{k}")),
+    );
     assert!(pointers.len() > 35, "all fixture fields covered");
     for p in pointers {
         let mut v = base.clone();
@@ -58,7 +64,10 @@ fn every_field_is_required() {
             .remove(key);
         let err = decode_value(&v).unwrap_err();
         assert_eq!(err.reason(), RejectReason::NotOrder, "{p}: {err}");
-        assert!(err.to_string().contains(&format!("missing field `{key}`")), "{p}: {err}");
+        assert!(
+            err.to_string().contains(&format!("missing field `{key}`")),
+            "{p}: {err}"
+        );
     }
 }
 
@@ -69,13 +78,21 @@ fn wrong_json_types_name_the_field() {
     assert_eq!(err.reason(), RejectReason::NotOrder);
     assert!(err.to_string().contains("items[0].price"), "{err}");
     let v = with(fixture(), "/payment", json!([]));
-    assert!(decode_value(&v).unwrap_err().to_string().contains("payment"));
+    assert!(
+        decode_value(&v)
+            .unwrap_err()
+            .to_string()
+            .contains("payment")
+    );
 }
 
 #[test]
 fn unknown_fields_are_rejected() {
     let mut v = fixture();
-    v["delivery"].as_object_mut().unwrap().insert("extra".into(), json!(1));
+    v["delivery"]
+        .as_object_mut()
+        .unwrap()
+        .insert("extra".into(), json!(1));
     let err = decode_value(&v).unwrap_err();
     assert_eq!(err.reason(), RejectReason::NotOrder);
     assert!(err.to_string().contains("unknown field `extra`"), "{err}");
@@ -93,11 +110,24 @@ fn order_uid_rules() {
 
 #[test]
 fn empty_strings_only_where_allowed() {
-    let v = with(with(fixture(), "/payment/request_id", json!("")), "/internal_signature", json!(""));
+    let v = with(
+        with(fixture(), "/payment/request_id", json!("")),
+        "/internal_signature",
+        json!(""),
+    );
     assert!(decode_value(&v).is_ok());
-    for p in ["/entry", "/delivery/name", "/payment/bank", "/items/0/brand", "/customer_id"] {
+    for p in [
+        "/entry",
+        "/delivery/name",
+        "/payment/bank",
+        "/items/0/brand",
+        "/customer_id",
+    ] {
         let v = with(fixture(), p, json!(""));
-        let want = p.trim_start_matches('/').replace('/', ".").replace(".0.", "[0].");
+        let want = p
+            .trim_start_matches('/')
+            .replace('/', ".")
+            .replace(".0.", "[0].");
         assert_eq!(invalid_paths(&v), vec![want], "{p}");
     }
 }
@@ -110,15 +140,32 @@ fn long_strings_are_bounded() {
 
 #[test]
 fn email_phone_currency_date() {
-    assert_eq!(invalid_paths(&with(fixture(), "/delivery/email", json!("not-an-email"))), vec!["delivery.email"]);
-    assert_eq!(invalid_paths(&with(fixture(), "/delivery/phone", json!("9720000000"))), vec!["delivery.phone"]);
-    assert_eq!(invalid_paths(&with(fixture(), "/delivery/phone", json!("+97a0000000"))), vec!["delivery.phone"]);
-    assert_eq!(invalid_paths(&with(fixture(), "/payment/currency", json!("usd"))), vec!["payment.currency"]);
+    assert_eq!(
+        invalid_paths(&with(fixture(), "/delivery/email", json!("not-an-email"))),
+        vec!["delivery.email"]
+    );
+    assert_eq!(
+        invalid_paths(&with(fixture(), "/delivery/phone", json!("9720000000"))),
+        vec!["delivery.phone"]
+    );
+    assert_eq!(
+        invalid_paths(&with(fixture(), "/delivery/phone", json!("+97a0000000"))),
+        vec!["delivery.phone"]
+    );
+    assert_eq!(
+        invalid_paths(&with(fixture(), "/payment/currency", json!("usd"))),
+        vec!["payment.currency"]
+    );
     let err = decode_value(&with(fixture(), "/date_created", json!("26.11.2021"))).unwrap_err();
     assert_eq!(err.reason(), RejectReason::NotOrder);
     assert!(err.to_string().contains("date_created"), "{err}");
     // Offsets are accepted and normalised to UTC.
-    let o = decode_value(&with(fixture(), "/date_created", json!("2021-11-26T09:22:19+03:00"))).unwrap();
+    let o = decode_value(&with(
+        fixture(),
+        "/date_created",
+        json!("2021-11-26T09:22:19+03:00"),
+    ))
+    .unwrap();
     assert_eq!(o.date_created, reference_order().date_created);
 }
 
@@ -140,7 +187,12 @@ fn items_count_and_track_number() {
     let v = with(fixture(), "/items/0/track_number", json!("OTHER"));
     assert_eq!(invalid_paths(&v), vec!["items[0].track_number"]);
     let mut big = generated_order("big", 1, 1001);
-    assert!(validate_order(&big).unwrap_err().iter().any(|e| e.path == "items"));
+    assert!(
+        validate_order(&big)
+            .unwrap_err()
+            .iter()
+            .any(|e| e.path == "items")
+    );
     big.items.truncate(1000);
     big.payment.goods_total = big.items.iter().map(|i| i.total_price).sum();
     big.payment.amount = big.payment.goods_total + big.payment.delivery_cost;
@@ -151,28 +203,69 @@ fn items_count_and_track_number() {
 fn totals_must_add_up() {
     let v = with(fixture(), "/payment/amount", json!(1818));
     assert_eq!(invalid_paths(&v), vec!["payment.amount"]);
-    let v = with(with(fixture(), "/payment/goods_total", json!(318)), "/payment/amount", json!(1818));
+    let v = with(
+        with(fixture(), "/payment/goods_total", json!(318)),
+        "/payment/amount",
+        json!(1818),
+    );
     assert_eq!(invalid_paths(&v), vec!["payment.goods_total"]);
 }
 
 #[test]
 fn raw_message_kinds() {
     let limit = DEFAULT_MAX_MESSAGE_BYTES;
-    assert_eq!(decode_order(None, limit).unwrap_err().reason(), RejectReason::Tombstone);
-    assert_eq!(decode_order(Some(b""), limit).unwrap_err().reason(), RejectReason::Empty);
-    assert_eq!(decode_order(Some(&[0xff, 0xfe]), limit).unwrap_err().reason(), RejectReason::NotUtf8);
-    assert_eq!(decode_order(Some(b"{not json"), limit).unwrap_err().reason(), RejectReason::NotJson);
-    assert_eq!(decode_order(Some(b"[1,2]"), limit).unwrap_err().reason(), RejectReason::NotOrder);
-    assert_eq!(decode_order(Some(b"{\"a\":1}"), limit).unwrap_err().reason(), RejectReason::NotOrder);
+    assert_eq!(
+        decode_order(None, limit).unwrap_err().reason(),
+        RejectReason::Tombstone
+    );
+    assert_eq!(
+        decode_order(Some(b""), limit).unwrap_err().reason(),
+        RejectReason::Empty
+    );
+    assert_eq!(
+        decode_order(Some(&[0xff, 0xfe]), limit)
+            .unwrap_err()
+            .reason(),
+        RejectReason::NotUtf8
+    );
+    assert_eq!(
+        decode_order(Some(b"{not json"), limit)
+            .unwrap_err()
+            .reason(),
+        RejectReason::NotJson
+    );
+    assert_eq!(
+        decode_order(Some(b"[1,2]"), limit).unwrap_err().reason(),
+        RejectReason::NotOrder
+    );
+    assert_eq!(
+        decode_order(Some(b"{\"a\":1}"), limit)
+            .unwrap_err()
+            .reason(),
+        RejectReason::NotOrder
+    );
     let big = vec![b' '; 101];
     let err = decode_order(Some(&big), 100).unwrap_err();
-    assert_eq!(err, DecodeError::Oversize { size: 101, limit: 100 });
+    assert_eq!(
+        err,
+        DecodeError::Oversize {
+            size: 101,
+            limit: 100
+        }
+    );
 }
 
 #[test]
 fn all_errors_are_reported_together() {
-    let v = with(with(fixture(), "/payment/currency", json!("us")), "/delivery/email", json!("nobody"));
-    assert_eq!(invalid_paths(&v), vec!["delivery.email", "payment.currency"]);
+    let v = with(
+        with(fixture(), "/payment/currency", json!("us")),
+        "/delivery/email",
+        json!("nobody"),
+    );
+    assert_eq!(
+        invalid_paths(&v),
+        vec!["delivery.email", "payment.currency"]
+    );
 }
 
 proptest! {

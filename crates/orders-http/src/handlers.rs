@@ -1,6 +1,6 @@
-use actix_web::http::header::{self, CacheControl, CacheDirective, ContentType};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::http::header::{self, CacheControl, CacheDirective, ContentType};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use orders_domain::{QueryError, RepositoryError};
 use prometheus::Encoder;
 use serde::{Deserialize, Serialize};
@@ -39,13 +39,20 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody { error: self.code, message: self.message.clone() })
+        HttpResponse::build(self.status).json(ErrorBody {
+            error: self.code,
+            message: self.message.clone(),
+        })
     }
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -57,7 +64,11 @@ impl From<QueryError> for ApiError {
                 "invalid_order_uid",
                 "order_uid must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'",
             ),
-            QueryError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no order with this order_uid"),
+            QueryError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no order with this order_uid",
+            ),
             QueryError::Repository(e) => e.into(),
         }
     }
@@ -67,11 +78,19 @@ impl From<RepositoryError> for ApiError {
     fn from(e: RepositoryError) -> Self {
         if e.is_transient() {
             tracing::warn!(error = %e, "storage unavailable");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the order store is unavailable; retry shortly")
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the order store is unavailable; retry shortly",
+            )
         } else {
             // The details go to the log, not to the client.
             tracing::error!(error = ?e, "storage error");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
         }
     }
 }
@@ -80,17 +99,29 @@ pub(crate) fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> a
     ApiError::new(StatusCode::BAD_REQUEST, "bad_path", err.to_string()).into()
 }
 
-pub(crate) fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+pub(crate) fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _: &HttpRequest,
+) -> actix_web::Error {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_query", err.to_string()).into()
 }
 
 pub(crate) async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint"))
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        "no such endpoint",
+    ))
 }
 
-pub(crate) async fn order(state: web::Data<HttpState>, uid: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn order(
+    state: web::Data<HttpState>,
+    uid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let json = state.query.order_json(&uid).await?;
-    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(json))
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(json))
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,7 +129,10 @@ pub(crate) struct RecentParams {
     limit: Option<usize>,
 }
 
-pub(crate) async fn recent(state: web::Data<HttpState>, q: web::Query<RecentParams>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn recent(
+    state: web::Data<HttpState>,
+    q: web::Query<RecentParams>,
+) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(20);
     if limit == 0 || limit > orders_domain::query::MAX_RECENT {
         return Err(ApiError::new(
@@ -121,7 +155,8 @@ pub(crate) async fn healthz() -> HttpResponse {
 pub(crate) async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let checks = state.readiness.checks().await;
     let ready = checks.iter().all(|c| c.ok);
-    let body = serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
+    let body =
+        serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -146,7 +181,9 @@ pub(crate) async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse,
     encoder
         .encode(&state.registry.gather(), &mut buf)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    Ok(HttpResponse::Ok().content_type(encoder.format_type()).body(buf))
+    Ok(HttpResponse::Ok()
+        .content_type(encoder.format_type())
+        .body(buf))
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {

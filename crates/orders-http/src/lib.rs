@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_web::{App, HttpServer, web};
 use async_trait::async_trait;
 use orders_domain::QueryService;
 
@@ -56,7 +56,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { workers: 0, shutdown_timeout_secs: 10 }
+        Self {
+            workers: 0,
+            shutdown_timeout_secs: 10,
+        }
     }
 }
 
@@ -81,7 +84,11 @@ pub fn configure(state: HttpState) -> impl FnOnce(&mut web::ServiceConfig) {
 
 /// Starts the server on an already-bound listener (port 0 in tests). Stops accepting on
 /// `Server::stop(true)` and gives in-flight requests `shutdown_timeout_secs`.
-pub fn serve(listener: TcpListener, state: HttpState, config: &HttpConfig) -> std::io::Result<Server> {
+pub fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    config: &HttpConfig,
+) -> std::io::Result<Server> {
     let metrics = state.metrics.clone();
     let mut server = HttpServer::new(move || {
         App::new()

@@ -23,12 +23,20 @@ pub(crate) struct CacheGauges {
 impl HttpMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
-            Opts::new("orders_http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "orders_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("orders_http_request_duration_seconds", "HTTP request latency")
-                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            HistogramOpts::new(
+                "orders_http_request_duration_seconds",
+                "HTTP request latency",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
             &["route", "method", "status"],
         )?;
         let g = |name: &str, help: &str| IntGauge::new(name, help);
@@ -46,11 +54,21 @@ impl HttpMetrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         for gauge in [
-            &cache.entries, &cache.capacity, &cache.bytes, &cache.hits, &cache.misses,
-            &cache.evictions, &cache.warmup_loaded, &cache.warmup_millis,
+            &cache.entries,
+            &cache.capacity,
+            &cache.bytes,
+            &cache.hits,
+            &cache.misses,
+            &cache.evictions,
+            &cache.warmup_loaded,
+            &cache.warmup_millis,
         ] {
             registry.register(Box::new(gauge.clone()))?;
         }
-        Ok(Self { requests, latency, cache })
+        Ok(Self {
+            requests,
+            latency,
+            cache,
+        })
     }
 }

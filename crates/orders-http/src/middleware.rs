@@ -1,10 +1,10 @@
 //! Per-request span with a request id, plus request metrics by route and status.
 
-use std::future::{ready, Ready};
+use std::future::{Ready, ready};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use futures::future::LocalBoxFuture;
 use tracing::Instrument;
@@ -36,7 +36,10 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(ObserveMiddleware { service, metrics: self.metrics.clone() }))
+        ready(Ok(ObserveMiddleware {
+            service,
+            metrics: self.metrics.clone(),
+        }))
     }
 }
 
@@ -73,15 +76,25 @@ where
             async move {
                 let mut res = fut.await?;
                 let status = res.status();
-                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                let route = res
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".into());
                 let method = res.request().method().as_str().to_owned();
                 let labels = [route.as_str(), method.as_str(), status.as_str()];
                 metrics.requests.with_label_values(&labels).inc();
-                metrics.latency.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+                metrics
+                    .latency
+                    .with_label_values(&labels)
+                    .observe(started.elapsed().as_secs_f64());
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     res.headers_mut().insert(REQUEST_ID, v);
                 }
-                tracing::debug!(status = status.as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+                tracing::debug!(
+                    status = status.as_u16(),
+                    micros = started.elapsed().as_micros() as u64,
+                    "request"
+                );
                 Ok(res)
             }
             .instrument(span),

@@ -50,7 +50,11 @@ struct Backoff {
 
 impl Backoff {
     fn new(c: &ConsumerConfig) -> Self {
-        Self { min: c.backoff_min, max: c.backoff_max, current: c.backoff_min }
+        Self {
+            min: c.backoff_min,
+            max: c.backoff_max,
+            current: c.backoff_min,
+        }
     }
     fn next(&mut self) -> Duration {
         let d = self.current;
@@ -72,8 +76,17 @@ async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
 }
 
 impl Consumer {
-    pub fn new(source: Arc<dyn OrderSource>, ingest: IngestService, config: ConsumerConfig) -> Self {
-        Self { source, ingest, metrics: None, config }
+    pub fn new(
+        source: Arc<dyn OrderSource>,
+        ingest: IngestService,
+        config: ConsumerConfig,
+    ) -> Self {
+        Self {
+            source,
+            ingest,
+            metrics: None,
+            config,
+        }
     }
 
     pub fn with_metrics(mut self, metrics: ConsumerMetrics) -> Self {
@@ -102,7 +115,9 @@ impl Consumer {
                             let this = self.clone();
                             let rx = shutdown.clone();
                             let span = tracing::info_span!("partition", %topic, partition = p);
-                            tasks.spawn(async move { this.run_partition(p, rx).await }.instrument(span));
+                            tasks.spawn(
+                                async move { this.run_partition(p, rx).await }.instrument(span),
+                            );
                         }
                     }
                     self.config.discovery_interval
@@ -137,7 +152,11 @@ impl Consumer {
     }
 
     /// Where to start: the stored offset, retried until the database and broker answer.
-    async fn resolve_start(&self, partition: i32, shutdown: &mut watch::Receiver<bool>) -> Option<i64> {
+    async fn resolve_start(
+        &self,
+        partition: i32,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<i64> {
         let topic = self.source.topic();
         let mut backoff = Backoff::new(&self.config);
         loop {
@@ -155,10 +174,15 @@ impl Consumer {
             match self.source.start_offset(partition, stored).await {
                 Ok(start) => {
                     match start {
-                        StartOffset::Stored(o) => tracing::info!(offset = o, "resuming at the stored offset"),
-                        StartOffset::Earliest(o) => tracing::info!(offset = o, "no stored offset; starting at the earliest"),
+                        StartOffset::Stored(o) => {
+                            tracing::info!(offset = o, "resuming at the stored offset")
+                        }
+                        StartOffset::Earliest(o) => {
+                            tracing::info!(offset = o, "no stored offset; starting at the earliest")
+                        }
                         StartOffset::Reset { stored, earliest } => tracing::warn!(
-                            stored, earliest,
+                            stored,
+                            earliest,
                             "stored offset is no longer in the log (retention?); restarting at the earliest available offset"
                         ),
                     }
@@ -178,7 +202,9 @@ impl Consumer {
     async fn run_partition(self, partition: i32, mut shutdown: watch::Receiver<bool>) {
         let label = partition.to_string();
         'resolve: loop {
-            let Some(mut offset) = self.resolve_start(partition, &mut shutdown).await else { return };
+            let Some(mut offset) = self.resolve_start(partition, &mut shutdown).await else {
+                return;
+            };
             let mut backoff = Backoff::new(&self.config);
             loop {
                 let fetched = tokio::select! {
@@ -202,7 +228,9 @@ impl Consumer {
                 };
                 backoff.reset();
                 if let Some(m) = &self.metrics {
-                    m.lag.with_label_values(&[&label]).set(batch.high_watermark - batch.next_offset);
+                    m.lag
+                        .with_label_values(&[&label])
+                        .set(batch.high_watermark - batch.next_offset);
                 }
                 if batch.records.is_empty() {
                     continue;
@@ -229,8 +257,12 @@ impl Consumer {
         // (batch, Some(reason)) = a single message the store refused, to record as rejected.
         let mut pending: Vec<(FetchedBatch, Option<String>)> = vec![(batch, None)];
         while let Some((batch, refused_detail)) = pending.pop() {
-            let span = tracing::info_span!("batch", first_offset = batch.records.first().map(|r| r.offset),
-                records = batch.records.len(), next_offset = batch.next_offset);
+            let span = tracing::info_span!(
+                "batch",
+                first_offset = batch.records.first().map(|r| r.offset),
+                records = batch.records.len(),
+                next_offset = batch.next_offset
+            );
             let prepared = match &refused_detail {
                 None => self.ingest.prepare(self.source.topic(), batch.clone()),
                 Some(detail) => refused_store_batch(self.source.topic(), &batch, detail),
@@ -238,14 +270,21 @@ impl Consumer {
             let mut backoff = Backoff::new(&self.config);
             loop {
                 let started = Instant::now();
-                match self.ingest.store(prepared.clone()).instrument(span.clone()).await {
+                match self
+                    .ingest
+                    .store(prepared.clone())
+                    .instrument(span.clone())
+                    .await
+                {
                     Ok(report) => {
                         if let Some(m) = &self.metrics {
                             m.commit_seconds.observe(started.elapsed().as_secs_f64());
                             m.batches.inc();
                             m.ingested.inc_by(report.stored as u64);
                             for (reason, n) in &report.rejected {
-                                m.rejected.with_label_values(&[reason.as_str()]).inc_by(*n as u64);
+                                m.rejected
+                                    .with_label_values(&[reason.as_str()])
+                                    .inc_by(*n as u64);
                             }
                         }
                         tracing::debug!(parent: &span, stored = report.stored, "batch committed");
@@ -291,8 +330,17 @@ fn split(batch: FetchedBatch) -> (FetchedBatch, FetchedBatch) {
     let second = records.split_off(records.len() / 2);
     let mid = second.first().map_or(batch.next_offset, |r| r.offset);
     (
-        FetchedBatch { partition: batch.partition, records, next_offset: mid, high_watermark: batch.high_watermark },
-        FetchedBatch { partition: batch.partition, records: second, ..batch },
+        FetchedBatch {
+            partition: batch.partition,
+            records,
+            next_offset: mid,
+            high_watermark: batch.high_watermark,
+        },
+        FetchedBatch {
+            partition: batch.partition,
+            records: second,
+            ..batch
+        },
     )
 }
 
@@ -305,13 +353,20 @@ fn refused_store_batch(topic: &str, batch: &FetchedBatch, detail: &str) -> Store
             .records
             .iter()
             .map(|r| Rejection {
-                position: Position { topic: topic.to_owned(), partition: batch.partition, offset: r.offset },
+                position: Position {
+                    topic: topic.to_owned(),
+                    partition: batch.partition,
+                    offset: r.offset,
+                },
                 reason: RejectReason::StorageRefused,
                 detail: detail.to_owned(),
                 payload: r.value.clone(),
             })
             .collect(),
-        offsets: vec![orders_domain::PartitionOffset { partition: batch.partition, next_offset: batch.next_offset }],
+        offsets: vec![orders_domain::PartitionOffset {
+            partition: batch.partition,
+            next_offset: batch.next_offset,
+        }],
         superseded_rejections: vec![],
     }
 }

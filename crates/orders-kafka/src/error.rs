@@ -21,14 +21,24 @@ pub enum KafkaError {
 }
 
 /// Maps an rskafka error into the domain's terms.
-pub(crate) fn map_rs(context: &'static str, partition: i32, offset: i64, e: RsError) -> SourceError {
+pub(crate) fn map_rs(
+    context: &'static str,
+    partition: i32,
+    offset: i64,
+    e: RsError,
+) -> SourceError {
     match &e {
-        RsError::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. } => {
-            SourceError::OffsetOutOfRange { partition, offset }
-        }
         RsError::ServerError {
-            protocol_error: ProtocolError::UnknownTopicOrPartition, ..
-        } => SourceError::unavailable(format!("{context}: unknown topic or partition {partition}"), e),
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        } => SourceError::OffsetOutOfRange { partition, offset },
+        RsError::ServerError {
+            protocol_error: ProtocolError::UnknownTopicOrPartition,
+            ..
+        } => SourceError::unavailable(
+            format!("{context}: unknown topic or partition {partition}"),
+            e,
+        ),
         RsError::InvalidResponse(_) => SourceError::other(context, e),
         _ => SourceError::unavailable(context, e),
     }

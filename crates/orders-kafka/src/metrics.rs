@@ -1,4 +1,6 @@
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// The consumer's Prometheus metrics (`orders_*`).
 #[derive(Debug, Clone)]
@@ -18,7 +20,10 @@ impl ConsumerMetrics {
         let m = Self {
             ingested: IntCounter::new("orders_ingested_total", "Orders newly stored")?,
             rejected: IntCounterVec::new(
-                Opts::new("orders_messages_rejected_total", "Messages rejected, by reason"),
+                Opts::new(
+                    "orders_messages_rejected_total",
+                    "Messages rejected, by reason",
+                ),
                 &["reason"],
             )?,
             batches: IntCounter::new("orders_batches_committed_total", "Batches committed")?,
@@ -27,14 +32,22 @@ impl ConsumerMetrics {
                     "orders_batch_commit_seconds",
                     "Time to store one batch (one transaction)",
                 )
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
             )?,
             lag: IntGaugeVec::new(
-                Opts::new("orders_consumer_lag", "High watermark minus next offset, per partition"),
+                Opts::new(
+                    "orders_consumer_lag",
+                    "High watermark minus next offset, per partition",
+                ),
                 &["partition"],
             )?,
             next_offset: IntGaugeVec::new(
-                Opts::new("orders_consumer_next_offset", "Next offset to read, per partition"),
+                Opts::new(
+                    "orders_consumer_next_offset",
+                    "Next offset to read, per partition",
+                ),
                 &["partition"],
             )?,
             errors: IntCounterVec::new(

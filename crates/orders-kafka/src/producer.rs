@@ -1,6 +1,6 @@
 use chrono::Utc;
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 
 use crate::config::KafkaConfig;
@@ -16,7 +16,9 @@ pub struct OrderProducer {
 
 impl std::fmt::Debug for OrderProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrderProducer").field("partitions", &self.partitions.len()).finish()
+        f.debug_struct("OrderProducer")
+            .field("partitions", &self.partitions.len())
+            .finish()
     }
 }
 
@@ -31,7 +33,10 @@ impl OrderProducer {
         let topics = client
             .list_topics()
             .await
-            .map_err(|source| KafkaError::Request { context: "listing topics", source })?;
+            .map_err(|source| KafkaError::Request {
+                context: "listing topics",
+                source,
+            })?;
         let ids: Vec<i32> = topics
             .into_iter()
             .find(|t| t.name == config.topic)
@@ -43,13 +48,20 @@ impl OrderProducer {
                 client
                     .partition_client(config.topic.clone(), p, UnknownTopicHandling::Retry)
                     .await
-                    .map_err(|source| KafkaError::Request { context: "connecting to a partition", source })?,
+                    .map_err(|source| KafkaError::Request {
+                        context: "connecting to a partition",
+                        source,
+                    })?,
             );
         }
         if partitions.is_empty() {
             return Err(KafkaError::UnknownTopic(config.topic.clone()));
         }
-        Ok(Self { _client: client, partitions, next: 0 })
+        Ok(Self {
+            _client: client,
+            partitions,
+            next: 0,
+        })
     }
 
     pub fn partition_count(&self) -> usize {
@@ -57,7 +69,11 @@ impl OrderProducer {
     }
 
     /// Sends `values` (a `None` is a tombstone) to one partition, in order; returns their offsets.
-    pub async fn send_to(&self, partition: i32, values: Vec<Option<Vec<u8>>>) -> Result<Vec<i64>, KafkaError> {
+    pub async fn send_to(
+        &self,
+        partition: i32,
+        values: Vec<Option<Vec<u8>>>,
+    ) -> Result<Vec<i64>, KafkaError> {
         let pc = self
             .partitions
             .iter()
@@ -69,12 +85,20 @@ impl OrderProducer {
             let records: Vec<Record> = values
                 .by_ref()
                 .take(PRODUCE_CHUNK)
-                .map(|value| Record { key: None, value, headers: Default::default(), timestamp: Utc::now() })
+                .map(|value| Record {
+                    key: None,
+                    value,
+                    headers: Default::default(),
+                    timestamp: Utc::now(),
+                })
                 .collect();
             offsets.extend(
                 pc.produce(records, Compression::NoCompression)
                     .await
-                    .map_err(|source| KafkaError::Request { context: "producing", source })?,
+                    .map_err(|source| KafkaError::Request {
+                        context: "producing",
+                        source,
+                    })?,
             );
         }
         Ok(offsets)
@@ -82,7 +106,10 @@ impl OrderProducer {
 
     /// Spreads `values` over the partitions in contiguous round-robin chunks; returns
     /// `(partition, offset)` for each value in order.
-    pub async fn send(&mut self, values: Vec<Option<Vec<u8>>>) -> Result<Vec<(i32, i64)>, KafkaError> {
+    pub async fn send(
+        &mut self,
+        values: Vec<Option<Vec<u8>>>,
+    ) -> Result<Vec<(i32, i64)>, KafkaError> {
         let mut out = Vec::with_capacity(values.len());
         let mut values = values.into_iter().peekable();
         while values.peek().is_some() {

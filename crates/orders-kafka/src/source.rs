@@ -4,13 +4,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use orders_domain::{FetchedBatch, OrderSource, RawMessage, SourceError, StartOffset};
+use rskafka::BackoffConfig;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
-use rskafka::BackoffConfig;
 use tokio::sync::Mutex;
 
 use crate::config::KafkaConfig;
-use crate::error::{map_rs, KafkaError};
+use crate::error::{KafkaError, map_rs};
 
 /// One topic of a Kafka cluster, read partition by partition.
 pub struct KafkaSource {
@@ -21,7 +21,9 @@ pub struct KafkaSource {
 
 impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSource").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("KafkaSource")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -34,14 +36,21 @@ pub(crate) async fn build_client(config: &KafkaConfig) -> Result<Client, KafkaEr
         })
         .build()
         .await
-        .map_err(|source| KafkaError::Connect { brokers: config.brokers.join(","), source })
+        .map_err(|source| KafkaError::Connect {
+            brokers: config.brokers.join(","),
+            source,
+        })
 }
 
 impl KafkaSource {
     /// Connects to the cluster. Does not require the topic to exist yet.
     pub async fn connect(config: KafkaConfig) -> Result<Self, KafkaError> {
         let client = build_client(&config).await?;
-        Ok(Self { client, config, partitions: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            client,
+            config,
+            partitions: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn config(&self) -> &KafkaConfig {
@@ -61,7 +70,11 @@ impl KafkaSource {
         }
         let pc = self
             .client
-            .partition_client(self.config.topic.clone(), partition, UnknownTopicHandling::Retry)
+            .partition_client(
+                self.config.topic.clone(),
+                partition,
+                UnknownTopicHandling::Retry,
+            )
             .await
             .map_err(|e| map_rs("connecting to a partition", partition, -1, e))?;
         let pc = Arc::new(pc);
@@ -74,7 +87,10 @@ pub(crate) async fn ensure_topic(client: &Client, config: &KafkaConfig) -> Resul
     let topics = client
         .list_topics()
         .await
-        .map_err(|source| KafkaError::Request { context: "listing topics", source })?;
+        .map_err(|source| KafkaError::Request {
+            context: "listing topics",
+            source,
+        })?;
     if topics.iter().any(|t| t.name == config.topic) {
         return Ok(());
     }
@@ -83,17 +99,27 @@ pub(crate) async fn ensure_topic(client: &Client, config: &KafkaConfig) -> Resul
     };
     let controller = client
         .controller_client()
-        .map_err(|source| KafkaError::Request { context: "reaching the controller", source })?;
-    match controller.create_topic(config.topic.clone(), partitions, 1, 5_000).await {
+        .map_err(|source| KafkaError::Request {
+            context: "reaching the controller",
+            source,
+        })?;
+    match controller
+        .create_topic(config.topic.clone(), partitions, 1, 5_000)
+        .await
+    {
         Ok(()) => {
             tracing::info!(topic = %config.topic, partitions, "created topic");
             Ok(())
         }
         // Someone else created it in between: fine.
         Err(rskafka::client::error::Error::ServerError {
-            protocol_error: rskafka::client::error::ProtocolError::TopicAlreadyExists, ..
+            protocol_error: rskafka::client::error::ProtocolError::TopicAlreadyExists,
+            ..
         }) => Ok(()),
-        Err(source) => Err(KafkaError::Request { context: "creating the topic", source }),
+        Err(source) => Err(KafkaError::Request {
+            context: "creating the topic",
+            source,
+        }),
     }
 }
 
@@ -115,7 +141,11 @@ impl OrderSource for KafkaSource {
         }
     }
 
-    async fn start_offset(&self, partition: i32, stored: Option<i64>) -> Result<StartOffset, SourceError> {
+    async fn start_offset(
+        &self,
+        partition: i32,
+        stored: Option<i64>,
+    ) -> Result<StartOffset, SourceError> {
         let pc = self.partition(partition).await?;
         let earliest = pc
             .get_offset(OffsetAt::Earliest)
@@ -151,9 +181,17 @@ impl OrderSource for KafkaSource {
             .filter(|r| r.offset >= offset)
             .map(|r| {
                 next_offset = next_offset.max(r.offset + 1);
-                RawMessage { offset: r.offset, value: r.record.value.map(Bytes::from) }
+                RawMessage {
+                    offset: r.offset,
+                    value: r.record.value.map(Bytes::from),
+                }
             })
             .collect();
-        Ok(FetchedBatch { partition, records, next_offset, high_watermark })
+        Ok(FetchedBatch {
+            partition,
+            records,
+            next_offset,
+            high_watermark,
+        })
     }
 }

@@ -21,22 +21,32 @@ async fn reference_order_reaches_postgres_and_the_query_use_case() {
     let (broker, topic) = (broker(), unique_topic("fixture"));
     let db = Db::new().await;
     let mut p = producer(&broker, &topic).await;
-    p.send(vec![Some(orders_domain::REFERENCE_ORDER_JSON.as_bytes().to_vec())]).await.unwrap();
+    p.send(vec![Some(
+        orders_domain::REFERENCE_ORDER_JSON.as_bytes().to_vec(),
+    )])
+    .await
+    .unwrap();
     let consumer = start_consumer(&db.config, &broker, &topic).await;
     db.wait_count(ORDERS, 1, 60).await;
     let repo: Arc<dyn OrderRepository> = Arc::new(consumer.repo.clone());
     let query = QueryService::new(repo, consumer.cache.clone());
     let json = query.order_json("b563feb7b2b84b6test").await.unwrap();
     let got: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    let want: serde_json::Value = serde_json::from_str(orders_domain::REFERENCE_ORDER_JSON).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(orders_domain::REFERENCE_ORDER_JSON).unwrap();
     assert_eq!(got, want);
-    assert_eq!(consumer.cache.stats().hits, 1, "the committed order was cached by ingestion");
+    assert_eq!(
+        consumer.cache.stats().hits,
+        1,
+        "the committed order was cached by ingestion"
+    );
     consumer.stop().await;
 }
 
 /// Every kind of bad message, with its expected reason.
 fn bad_messages() -> Vec<(&'static str, Option<Vec<u8>>)> {
-    let mut invalid: serde_json::Value = serde_json::from_str(orders_domain::REFERENCE_ORDER_JSON).unwrap();
+    let mut invalid: serde_json::Value =
+        serde_json::from_str(orders_domain::REFERENCE_ORDER_JSON).unwrap();
     invalid["order_uid"] = "bad-total".into();
     invalid["payment"]["amount"] = 1.into();
     let mut oversize = orders_domain::REFERENCE_ORDER_JSON.as_bytes().to_vec();
@@ -62,7 +72,9 @@ async fn ten_thousand_orders_with_every_bad_kind_over_three_partitions() {
     let mut chunks = good.chunks(2_500);
     // Bad messages land between good ones, on every partition.
     for partition in 0..3 {
-        p.send_to(partition, chunks.next().unwrap().to_vec()).await.unwrap();
+        p.send_to(partition, chunks.next().unwrap().to_vec())
+            .await
+            .unwrap();
         for (reason, value) in bad_messages() {
             let offset = p.send_to(partition, vec![value]).await.unwrap()[0];
             expected_rejections.insert((partition, offset), reason);
@@ -74,7 +86,9 @@ async fn ten_thousand_orders_with_every_bad_kind_over_three_partitions() {
     expected_rejections.insert((1, dup_offset), "duplicate");
 
     // The broker's raw fetch rate over the same data, as the baseline for the ingest rate.
-    let source = KafkaSource::connect(kafka_config(&broker, &topic)).await.unwrap();
+    let source = KafkaSource::connect(kafka_config(&broker, &topic))
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut raw = 0usize;
     let mut watermarks = BTreeMap::new();
@@ -95,7 +109,8 @@ async fn ten_thousand_orders_with_every_bad_kind_over_three_partitions() {
     let started = Instant::now();
     let consumer = start_consumer(&db.config, &broker, &topic).await;
     db.wait_count(ORDERS, 10_000, 300).await;
-    db.wait_count(REJECTED, expected_rejections.len() as i64, 60).await;
+    db.wait_count(REJECTED, expected_rejections.len() as i64, 60)
+        .await;
     let ingest_rate = 10_000.0 / started.elapsed().as_secs_f64();
     println!(
         "ingest: {ingest_rate:.0} orders/s; broker raw fetch: {raw_rate:.0} records/s ({raw} records); ratio {:.2}",
@@ -104,22 +119,42 @@ async fn ten_thousand_orders_with_every_bad_kind_over_three_partitions() {
     // Offsets reach the high watermarks once everything is committed.
     let deadline = Instant::now() + Duration::from_secs(30);
     while db.offsets(&topic).await != watermarks {
-        assert!(Instant::now() < deadline, "offsets {:?} != watermarks {watermarks:?}", db.offsets(&topic).await);
+        assert!(
+            Instant::now() < deadline,
+            "offsets {:?} != watermarks {watermarks:?}",
+            db.offsets(&topic).await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     consumer.stop().await;
 
     let rows = db
         .sql
-        .query("SELECT partition, \"offset\", reason, topic FROM rejected_messages ORDER BY 1, 2", &[])
+        .query(
+            "SELECT partition, \"offset\", reason, topic FROM rejected_messages ORDER BY 1, 2",
+            &[],
+        )
         .await
         .unwrap();
-    let got: BTreeMap<(i32, i64), String> = rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
-    let want: BTreeMap<(i32, i64), String> = expected_rejections.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let got: BTreeMap<(i32, i64), String> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    let want: BTreeMap<(i32, i64), String> = expected_rejections
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .collect();
     assert_eq!(got, want);
     assert!(rows.iter().all(|r| r.get::<_, String>(3) == topic));
-    assert_eq!(db.count("SELECT count(*) FROM items").await, (0..10_000).map(|i| [1, 3, 10][i % 3]).sum::<i64>());
-    assert_eq!(db.count("SELECT count(*) FROM orders WHERE order_uid LIKE 'tenk-%'").await, 10_000);
+    assert_eq!(
+        db.count("SELECT count(*) FROM items").await,
+        (0..10_000).map(|i| [1, 3, 10][i % 3]).sum::<i64>()
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM orders WHERE order_uid LIKE 'tenk-%'")
+            .await,
+        10_000
+    );
 }
 
 #[tokio::test]
@@ -141,7 +176,11 @@ async fn crashes_at_random_points_lose_and_duplicate_nothing() {
     consumer.stop().await;
     // Exactly once: no message was processed twice (that would show as a duplicate rejection).
     assert_eq!(db.count(REJECTED).await, 0);
-    assert_eq!(db.count("SELECT count(DISTINCT order_uid) FROM orders WHERE order_uid LIKE 'crash-%'").await, N as i64);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT order_uid) FROM orders WHERE order_uid LIKE 'crash-%'")
+            .await,
+        N as i64
+    );
     let total: i64 = db.offsets(&topic).await.values().sum();
     assert_eq!(total, N as i64, "offsets cover every message once");
 }
@@ -171,21 +210,34 @@ async fn broker_restart_and_database_outage_during_ingestion() {
     let name = &db.config.dbname;
     let before: i64 = db.count(ORDERS).await;
     let offsets_before = db.offsets(&topic).await;
-    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
     admin
         .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[name])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
-    let db = Db { sql: sql_client(&db.config).await, config: db.config.clone() };
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    let db = Db {
+        sql: sql_client(&db.config).await,
+        config: db.config.clone(),
+    };
     let after_outage: i64 = db.count(ORDERS).await;
     println!("database outage: {before} orders before, {after_outage} right after");
     assert!(db.offsets(&topic).await.values().sum::<i64>() >= offsets_before.values().sum::<i64>());
 
     db.wait_count(ORDERS, N as i64, 300).await;
     consumer.stop().await;
-    assert_eq!(db.count(REJECTED).await, 0, "nothing processed twice, nothing rejected");
+    assert_eq!(
+        db.count(REJECTED).await,
+        0,
+        "nothing processed twice, nothing rejected"
+    );
     assert_eq!(db.offsets(&topic).await.values().sum::<i64>(), N as i64);
 }
 
@@ -207,12 +259,26 @@ async fn orders_from_an_independent_python_client_are_ingested() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "python producer failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let consumer = start_consumer(&db.config, &broker, &topic).await;
     db.wait_count(ORDERS, 301, 120).await;
     db.wait_count(REJECTED, 1, 30).await;
-    let reason: String = db.sql.query_one("SELECT reason FROM rejected_messages", &[]).await.unwrap().get(0);
+    let reason: String = db
+        .sql
+        .query_one("SELECT reason FROM rejected_messages", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(reason, "invalid");
     consumer.stop().await;
-    assert!(db.count("SELECT count(DISTINCT source_partition) FROM orders").await >= 2, "spread over partitions");
+    assert!(
+        db.count("SELECT count(DISTINCT source_partition) FROM orders")
+            .await
+            >= 2,
+        "spread over partitions"
+    );
 }

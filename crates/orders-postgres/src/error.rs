@@ -53,9 +53,15 @@ pub(crate) fn map_pg(context: &'static str, e: tokio_postgres::Error) -> Reposit
         SqlState::LOCK_NOT_AVAILABLE,
     ];
     if constraint.contains(code) {
-        let detail = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+        let detail = e
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default();
         RepositoryError::Constraint(format!("{context}: {detail}"))
-    } else if transient.contains(code) || code.code().starts_with("08") || code.code().starts_with("57") {
+    } else if transient.contains(code)
+        || code.code().starts_with("08")
+        || code.code().starts_with("57")
+    {
         RepositoryError::unavailable(context, e)
     } else {
         RepositoryError::other(context, e)

@@ -12,5 +12,5 @@ pub mod testing;
 
 pub use config::PgConfig;
 pub use error::PgError;
-pub use migrate::{migrate, MIGRATIONS};
+pub use migrate::{MIGRATIONS, migrate};
 pub use repository::PgRepository;

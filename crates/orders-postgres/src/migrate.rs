@@ -5,8 +5,11 @@
 use crate::error::PgError;
 
 /// `(version, name, sql)`, in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("../../../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../../migrations/0001_initial.sql"),
+)];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`.
 const LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"
@@ -14,7 +17,10 @@ const LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"
 /// Applies the migrations not applied yet; returns the versions applied now.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, PgError> {
     let q = |context| move |source| PgError::Query { context, source };
-    let tx = client.transaction().await.map_err(q("starting the migration transaction"))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(q("starting the migration transaction"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await
         .map_err(q("taking the migration lock"))?;
@@ -38,13 +44,23 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Pg
         if applied.contains(&version) {
             continue;
         }
-        tx.batch_execute(sql).await.map_err(|source| PgError::Migration { version, name, source })?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|source| PgError::Migration {
+                version,
+                name,
+                source,
+            })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
             &[&version, &name],
         )
         .await
-        .map_err(|source| PgError::Migration { version, name, source })?;
+        .map_err(|source| PgError::Migration {
+            version,
+            name,
+            source,
+        })?;
         tracing::info!(version, name, "applied migration");
         now.push(version);
     }

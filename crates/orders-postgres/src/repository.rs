@@ -12,7 +12,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use crate::config::PgConfig;
-use crate::error::{map_pg, map_pool, PgError};
+use crate::error::{PgError, map_pg, map_pool};
 use crate::migrate::migrate;
 
 /// The PostgreSQL repository: a connection pool and the statements of the contract.
@@ -24,7 +24,9 @@ pub struct PgRepository {
 
 impl std::fmt::Debug for PgRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgRepository").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("PgRepository")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,7 +40,10 @@ impl PgRepository {
                 target: repo.target.clone(),
                 source: "timed out".into(),
             })?
-            .map_err(|e| PgError::Connect { target: repo.target.clone(), source: Box::new(e) })?;
+            .map_err(|e| PgError::Connect {
+                target: repo.target.clone(),
+                source: Box::new(e),
+            })?;
         migrate(&mut client).await?;
         Ok(repo)
     }
@@ -49,7 +54,9 @@ impl PgRepository {
         let manager = Manager::from_config(
             config.tokio_postgres(),
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(1))
@@ -58,7 +65,10 @@ impl PgRepository {
             .recycle_timeout(Some(config.connect_timeout))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|e| PgError::Connect { target: target.clone(), source: Box::new(e) })?;
+            .map_err(|e| PgError::Connect {
+                target: target.clone(),
+                source: Box::new(e),
+            })?;
         Ok(Self { pool, target })
     }
 
@@ -179,17 +189,40 @@ async fn insert_children(
     }
     let n = orders.len();
     let uids: Vec<&str> = orders.iter().map(|a| a.order.order_uid.as_str()).collect();
-    let d = |f: fn(&Delivery) -> &str| -> Vec<&str> { orders.iter().map(|a| f(&a.order.delivery)).collect() };
-    let (names, phones, zips, cities) = (d(|d| &d.name), d(|d| &d.phone), d(|d| &d.zip), d(|d| &d.city));
+    let d = |f: fn(&Delivery) -> &str| -> Vec<&str> {
+        orders.iter().map(|a| f(&a.order.delivery)).collect()
+    };
+    let (names, phones, zips, cities) = (
+        d(|d| &d.name),
+        d(|d| &d.phone),
+        d(|d| &d.zip),
+        d(|d| &d.city),
+    );
     let (addresses, regions, emails) = (d(|d| &d.address), d(|d| &d.region), d(|d| &d.email));
-    let stmt = tx.prepare_cached(INSERT_DELIVERIES).await.map_err(|e| map_pg("preparing deliveries", e))?;
-    let p: Params<'_> = vec![&uids, &names, &phones, &zips, &cities, &addresses, &regions, &emails];
-    tx.execute(&stmt, &p).await.map_err(|e| map_pg("inserting deliveries", e))?;
+    let stmt = tx
+        .prepare_cached(INSERT_DELIVERIES)
+        .await
+        .map_err(|e| map_pg("preparing deliveries", e))?;
+    let p: Params<'_> = vec![
+        &uids, &names, &phones, &zips, &cities, &addresses, &regions, &emails,
+    ];
+    tx.execute(&stmt, &p)
+        .await
+        .map_err(|e| map_pg("inserting deliveries", e))?;
 
-    let ps = |f: fn(&Payment) -> &str| -> Vec<&str> { orders.iter().map(|a| f(&a.order.payment)).collect() };
-    let pi = |f: fn(&Payment) -> i64| -> Vec<i64> { orders.iter().map(|a| f(&a.order.payment)).collect() };
-    let (tx_ids, req_ids, currencies, providers, banks) =
-        (ps(|p| &p.transaction), ps(|p| &p.request_id), ps(|p| &p.currency), ps(|p| &p.provider), ps(|p| &p.bank));
+    let ps = |f: fn(&Payment) -> &str| -> Vec<&str> {
+        orders.iter().map(|a| f(&a.order.payment)).collect()
+    };
+    let pi = |f: fn(&Payment) -> i64| -> Vec<i64> {
+        orders.iter().map(|a| f(&a.order.payment)).collect()
+    };
+    let (tx_ids, req_ids, currencies, providers, banks) = (
+        ps(|p| &p.transaction),
+        ps(|p| &p.request_id),
+        ps(|p| &p.currency),
+        ps(|p| &p.provider),
+        ps(|p| &p.bank),
+    );
     let (amounts, dts, costs, goods, fees) = (
         pi(|p| p.amount),
         pi(|p| p.payment_dt),
@@ -197,11 +230,26 @@ async fn insert_children(
         pi(|p| p.goods_total),
         pi(|p| p.custom_fee),
     );
-    let stmt = tx.prepare_cached(INSERT_PAYMENTS).await.map_err(|e| map_pg("preparing payments", e))?;
+    let stmt = tx
+        .prepare_cached(INSERT_PAYMENTS)
+        .await
+        .map_err(|e| map_pg("preparing payments", e))?;
     let p: Params<'_> = vec![
-        &uids, &tx_ids, &req_ids, &currencies, &providers, &amounts, &dts, &banks, &costs, &goods, &fees,
+        &uids,
+        &tx_ids,
+        &req_ids,
+        &currencies,
+        &providers,
+        &amounts,
+        &dts,
+        &banks,
+        &costs,
+        &goods,
+        &fees,
     ];
-    tx.execute(&stmt, &p).await.map_err(|e| map_pg("inserting payments", e))?;
+    tx.execute(&stmt, &p)
+        .await
+        .map_err(|e| map_pg("inserting payments", e))?;
 
     let total_items: usize = orders.iter().map(|a| a.order.items.len()).sum();
     let mut it_uid = Vec::with_capacity(total_items);
@@ -234,11 +282,17 @@ async fn insert_children(
             status.push(it.status);
         }
     }
-    let stmt = tx.prepare_cached(INSERT_ITEMS).await.map_err(|e| map_pg("preparing items", e))?;
+    let stmt = tx
+        .prepare_cached(INSERT_ITEMS)
+        .await
+        .map_err(|e| map_pg("preparing items", e))?;
     let p: Params<'_> = vec![
-        &it_uid, &it_pos, &chrt, &track, &price, &rid, &name, &sale, &size, &total, &nm, &brand, &status,
+        &it_uid, &it_pos, &chrt, &track, &price, &rid, &name, &sale, &size, &total, &nm, &brand,
+        &status,
     ];
-    tx.execute(&stmt, &p).await.map_err(|e| map_pg("inserting items", e))?;
+    tx.execute(&stmt, &p)
+        .await
+        .map_err(|e| map_pg("inserting items", e))?;
     debug_assert!(n > 0);
     Ok(())
 }
@@ -305,12 +359,18 @@ fn item_from_row(row: &Row) -> (String, Item) {
 impl OrderRepository for PgRepository {
     async fn store_batch(&self, batch: &StoreBatch) -> Result<StoreOutcome, RepositoryError> {
         let mut client = self.pool.get().await.map_err(map_pool)?;
-        let tx = client.transaction().await.map_err(|e| map_pg("starting a transaction", e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| map_pg("starting a transaction", e))?;
 
         if !batch.superseded_rejections.is_empty() {
-            tx.execute("DELETE FROM rejected_messages WHERE id = ANY($1)", &[&batch.superseded_rejections])
-                .await
-                .map_err(|e| map_pg("deleting replayed rejections", e))?;
+            tx.execute(
+                "DELETE FROM rejected_messages WHERE id = ANY($1)",
+                &[&batch.superseded_rejections],
+            )
+            .await
+            .map_err(|e| map_pg("deleting replayed rejections", e))?;
         }
 
         // Sorted by uid so that concurrent partition transactions take row locks in one order
@@ -321,19 +381,40 @@ impl OrderRepository for PgRepository {
         let mut duplicates: Vec<&AcceptedOrder> = Vec::new();
         if !sorted.is_empty() {
             let c = OrderColumns::new(&sorted);
-            let stmt = tx.prepare_cached(INSERT_ORDERS).await.map_err(|e| map_pg("preparing orders", e))?;
+            let stmt = tx
+                .prepare_cached(INSERT_ORDERS)
+                .await
+                .map_err(|e| map_pg("preparing orders", e))?;
             let p: Params<'_> = vec![
-                &c.uid, &c.track, &c.entry, &c.locale, &c.sig, &c.customer, &c.dservice, &c.shardkey,
-                &c.sm_id, &c.created, &c.oof, &batch.topic, &c.partition, &c.offset,
+                &c.uid,
+                &c.track,
+                &c.entry,
+                &c.locale,
+                &c.sig,
+                &c.customer,
+                &c.dservice,
+                &c.shardkey,
+                &c.sm_id,
+                &c.created,
+                &c.oof,
+                &batch.topic,
+                &c.partition,
+                &c.offset,
             ];
-            let rows = tx.query(&stmt, &p).await.map_err(|e| map_pg("inserting orders", e))?;
+            let rows = tx
+                .query(&stmt, &p)
+                .await
+                .map_err(|e| map_pg("inserting orders", e))?;
             let inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
-            let (new, dup): (Vec<&AcceptedOrder>, Vec<&AcceptedOrder>) =
-                sorted.into_iter().partition(|a| inserted.contains(&a.order.order_uid));
+            let (new, dup): (Vec<&AcceptedOrder>, Vec<&AcceptedOrder>) = sorted
+                .into_iter()
+                .partition(|a| inserted.contains(&a.order.order_uid));
             insert_children(&tx, &new).await?;
             outcome.stored = new.iter().map(|a| a.order.order_uid.clone()).collect();
-            outcome.duplicates =
-                dup.iter().map(|a| (a.order.order_uid.clone(), a.position.clone())).collect();
+            outcome.duplicates = dup
+                .iter()
+                .map(|a| (a.order.order_uid.clone(), a.position.clone()))
+                .collect();
             duplicates = dup;
         }
 
@@ -355,37 +436,68 @@ impl OrderRepository for PgRepository {
                 partitions.push(a.position.partition);
                 offsets.push(a.position.offset);
                 reasons.push(RejectReason::Duplicate.as_str());
-                details.push(format!("order_uid {:?} is already stored", a.order.order_uid));
+                details.push(format!(
+                    "order_uid {:?} is already stored",
+                    a.order.order_uid
+                ));
                 payloads.push(Some(&a.payload));
             }
-            let stmt = tx.prepare_cached(INSERT_REJECTED).await.map_err(|e| map_pg("preparing rejections", e))?;
-            tx.execute(&stmt, &[&batch.topic, &partitions, &offsets, &reasons, &details, &payloads])
+            let stmt = tx
+                .prepare_cached(INSERT_REJECTED)
                 .await
-                .map_err(|e| map_pg("inserting rejected messages", e))?;
+                .map_err(|e| map_pg("preparing rejections", e))?;
+            tx.execute(
+                &stmt,
+                &[
+                    &batch.topic,
+                    &partitions,
+                    &offsets,
+                    &reasons,
+                    &details,
+                    &payloads,
+                ],
+            )
+            .await
+            .map_err(|e| map_pg("inserting rejected messages", e))?;
         }
 
         if !batch.offsets.is_empty() {
             let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
             let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
-            let stmt = tx.prepare_cached(UPSERT_OFFSETS).await.map_err(|e| map_pg("preparing offsets", e))?;
+            let stmt = tx
+                .prepare_cached(UPSERT_OFFSETS)
+                .await
+                .map_err(|e| map_pg("preparing offsets", e))?;
             tx.execute(&stmt, &[&batch.topic, &parts, &next])
                 .await
                 .map_err(|e| map_pg("storing consumer offsets", e))?;
         }
-        tx.commit().await.map_err(|e| map_pg("committing a batch", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| map_pg("committing a batch", e))?;
         Ok(outcome)
     }
 
     async fn get(&self, order_uid: &str) -> Result<Option<Order>, RepositoryError> {
         let client = self.pool.get().await.map_err(map_pool)?;
         let q = format!("{SELECT_ORDER_COLUMNS} WHERE o.order_uid = $1");
-        let stmt = client.prepare_cached(&q).await.map_err(|e| map_pg("preparing get", e))?;
-        let Some(row) = client.query_opt(&stmt, &[&order_uid]).await.map_err(|e| map_pg("reading an order", e))? else {
+        let stmt = client
+            .prepare_cached(&q)
+            .await
+            .map_err(|e| map_pg("preparing get", e))?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&order_uid])
+            .await
+            .map_err(|e| map_pg("reading an order", e))?
+        else {
             return Ok(None);
         };
         let mut order = order_from_row(&row);
         let q = format!("{SELECT_ITEM_COLUMNS} WHERE order_uid = $1 ORDER BY position");
-        let stmt = client.prepare_cached(&q).await.map_err(|e| map_pg("preparing items", e))?;
+        let stmt = client
+            .prepare_cached(&q)
+            .await
+            .map_err(|e| map_pg("preparing items", e))?;
         order.items = client
             .query(&stmt, &[&order_uid])
             .await
@@ -408,13 +520,19 @@ impl OrderRepository for PgRepository {
             .await
             .map_err(|e| map_pg("starting a read transaction", e))?;
         let q = format!("{SELECT_ORDER_COLUMNS} ORDER BY o.ingest_seq DESC LIMIT $1");
-        let rows = tx.query(&q, &[&limit]).await.map_err(|e| map_pg("reading recent orders", e))?;
+        let rows = tx
+            .query(&q, &[&limit])
+            .await
+            .map_err(|e| map_pg("reading recent orders", e))?;
         let mut orders: Vec<Order> = rows.iter().map(order_from_row).collect();
         let q = format!(
             "{SELECT_ITEM_COLUMNS} JOIN (SELECT order_uid FROM orders ORDER BY ingest_seq DESC LIMIT $1) r
              USING (order_uid) ORDER BY order_uid, position"
         );
-        let rows = tx.query(&q, &[&limit]).await.map_err(|e| map_pg("reading recent items", e))?;
+        let rows = tx
+            .query(&q, &[&limit])
+            .await
+            .map_err(|e| map_pg("reading recent items", e))?;
         let mut by_uid: std::collections::HashMap<String, Vec<Item>> =
             std::collections::HashMap::with_capacity(orders.len());
         for row in &rows {
@@ -424,7 +542,9 @@ impl OrderRepository for PgRepository {
         for o in &mut orders {
             o.items = by_uid.remove(&o.order_uid).unwrap_or_default();
         }
-        tx.commit().await.map_err(|e| map_pg("ending a read transaction", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| map_pg("ending a read transaction", e))?;
         Ok(orders)
     }
 
@@ -457,13 +577,19 @@ impl OrderRepository for PgRepository {
     async fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, RepositoryError> {
         let client = self.pool.get().await.map_err(map_pool)?;
         let rows = client
-            .query("SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1", &[&topic])
+            .query(
+                "SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1",
+                &[&topic],
+            )
             .await
             .map_err(|e| map_pg("reading consumer offsets", e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    async fn rejected(&self, filter: &RejectedFilter) -> Result<Vec<RejectedMessage>, RepositoryError> {
+    async fn rejected(
+        &self,
+        filter: &RejectedFilter,
+    ) -> Result<Vec<RejectedMessage>, RepositoryError> {
         let client = self.pool.get().await.map_err(map_pool)?;
         let reason = filter.reason.map(RejectReason::as_str);
         let after = filter.after_id.unwrap_or(0);
@@ -482,7 +608,11 @@ impl OrderRepository for PgRepository {
             .iter()
             .map(|r| RejectedMessage {
                 id: r.get(0),
-                position: Position { topic: r.get(1), partition: r.get(2), offset: r.get(3) },
+                position: Position {
+                    topic: r.get(1),
+                    partition: r.get(2),
+                    offset: r.get(3),
+                },
                 reason: r.get(4),
                 detail: r.get(5),
                 payload: r.get::<_, Option<Vec<u8>>>(6).map(Bytes::from),
@@ -494,7 +624,10 @@ impl OrderRepository for PgRepository {
     async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError> {
         let client = self.pool.get().await.map_err(map_pool)?;
         let rows = client
-            .query("SELECT reason, count(*) FROM rejected_messages GROUP BY reason", &[])
+            .query(
+                "SELECT reason, count(*) FROM rejected_messages GROUP BY reason",
+                &[],
+            )
             .await
             .map_err(|e| map_pg("counting rejected messages", e))?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -502,7 +635,10 @@ impl OrderRepository for PgRepository {
 
     async fn ping(&self) -> Result<(), RepositoryError> {
         let client = self.pool.get().await.map_err(map_pool)?;
-        client.simple_query("SELECT 1").await.map_err(|e| map_pg("pinging", e))?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| map_pg("pinging", e))?;
         Ok(())
     }
 }

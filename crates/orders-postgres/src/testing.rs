@@ -26,15 +26,25 @@ pub fn config_from_env() -> PgConfig {
 pub async fn create_test_database() -> PgConfig {
     let admin = config_from_env();
     let name = format!("orders_test_{}", uuid::Uuid::new_v4().simple());
-    let (client, conn) = admin.tokio_postgres().connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is not reachable at {} ({e}); start it with `just db-up`", admin.display())
-    });
+    let (client, conn) = admin
+        .tokio_postgres()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {} ({e}); start it with `just db-up`",
+                admin.display()
+            )
+        });
     tokio::spawn(conn);
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
-    PgConfig { dbname: name, ..admin }
+    PgConfig {
+        dbname: name,
+        ..admin
+    }
 }
 
 /// A migrated repository on a fresh database.

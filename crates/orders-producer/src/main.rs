@@ -5,12 +5,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use orders_domain::sample::generated_order;
 use orders_domain::REFERENCE_ORDER_JSON;
+use orders_domain::sample::generated_order;
 use orders_kafka::{KafkaConfig, OrderProducer};
 
 #[derive(Debug, Parser)]
-#[command(name = "orders-producer", version, about = "Send orders to the orders topic.")]
+#[command(
+    name = "orders-producer",
+    version,
+    about = "Send orders to the orders topic."
+)]
 struct Args {
     /// Kafka bootstrap broker(s), comma-separated.
     #[arg(long, env = "KAFKA_BROKER", default_value = "localhost:9092")]
@@ -41,7 +45,8 @@ struct Args {
 
 /// One message of each kind the service must reject, with its expected reason.
 pub fn invalid_messages() -> Vec<(&'static str, Option<Vec<u8>>)> {
-    let mut bad_total: serde_json::Value = serde_json::from_str(REFERENCE_ORDER_JSON).unwrap_or_default();
+    let mut bad_total: serde_json::Value =
+        serde_json::from_str(REFERENCE_ORDER_JSON).unwrap_or_default();
     bad_total["order_uid"] = "invalid-total-order".into();
     bad_total["payment"]["amount"] = 1.into();
     let mut oversize = REFERENCE_ORDER_JSON.as_bytes().to_vec();
@@ -61,7 +66,10 @@ pub fn invalid_messages() -> Vec<(&'static str, Option<Vec<u8>>)> {
 async fn main() -> anyhow::Result<()> {
     let _ = dotenvy::from_filename("config.env");
     let args = Args::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter("warn")
+        .init();
     let config = KafkaConfig {
         brokers: args.broker.split(',').map(str::to_owned).collect(),
         topic: args.topic.clone(),
@@ -76,39 +84,65 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("waiting for the broker/topic: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => return Err(e).context(format!("cannot produce to {} at {}", args.topic, args.broker)),
+            Err(e) => {
+                return Err(e).context(format!(
+                    "cannot produce to {} at {}",
+                    args.topic, args.broker
+                ));
+            }
         }
     };
     let started = Instant::now();
     let mut sent = 0usize;
     if !args.no_reference {
-        let out = producer.send(vec![Some(REFERENCE_ORDER_JSON.as_bytes().to_vec())]).await?;
-        println!("sent reference order b563feb7b2b84b6test to {}/{}@{}", args.topic, out[0].0, out[0].1);
+        let out = producer
+            .send(vec![Some(REFERENCE_ORDER_JSON.as_bytes().to_vec())])
+            .await?;
+        println!(
+            "sent reference order b563feb7b2b84b6test to {}/{}@{}",
+            args.topic, out[0].0, out[0].1
+        );
         sent += 1;
     }
     if args.count > 0 {
-        let prefix = args.prefix.clone().unwrap_or_else(|| format!("gen{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+        let prefix = args
+            .prefix
+            .clone()
+            .unwrap_or_else(|| format!("gen{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]));
         let sizes = [1usize, 3, 10];
         let mut n = 0u64;
         while n < args.count {
             let chunk = (args.count - n).min(10_000);
             let values: Vec<Option<Vec<u8>>> = (n..n + chunk)
-                .map(|i| serde_json::to_vec(&generated_order(&prefix, i, sizes[(i % 3) as usize])).map(Some))
+                .map(|i| {
+                    serde_json::to_vec(&generated_order(&prefix, i, sizes[(i % 3) as usize]))
+                        .map(Some)
+                })
                 .collect::<Result<_, _>>()?;
             producer.send(values).await?;
             n += chunk;
         }
-        println!("sent {} generated orders with uids {prefix}0 .. {prefix}{}", args.count, args.count - 1);
+        println!(
+            "sent {} generated orders with uids {prefix}0 .. {prefix}{}",
+            args.count,
+            args.count - 1
+        );
         sent += args.count as usize;
     }
     if args.invalid {
         for (kind, value) in invalid_messages() {
             let out = producer.send(vec![value]).await?;
-            println!("sent invalid message ({kind}) to {}/{}@{}", args.topic, out[0].0, out[0].1);
+            println!(
+                "sent invalid message ({kind}) to {}/{}@{}",
+                args.topic, out[0].0, out[0].1
+            );
             sent += 1;
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("{sent} messages in {secs:.2} s ({:.0}/s)", sent as f64 / secs.max(1e-9));
+    println!(
+        "{sent} messages in {secs:.2} s ({:.0}/s)",
+        sent as f64 / secs.max(1e-9)
+    );
     Ok(())
 }

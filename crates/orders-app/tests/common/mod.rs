@@ -41,11 +41,19 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         orders_app::telemetry::init("info", orders_app::config::LogFormat::Text);
     }
     let repo = PgRepository::connect(&settings.postgres()).await.unwrap();
-    let app = Application::build(settings.clone()).await.expect("app builds");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_handle();
     let task = tokio::spawn(app.run_until_stopped());
-    TestApp { base, settings, shutdown, task, repo }
+    TestApp {
+        base,
+        settings,
+        shutdown,
+        task,
+        repo,
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -54,17 +62,19 @@ pub async fn spawn_app() -> TestApp {
 
 impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::get(format!("{}{}", self.base, path)).await.unwrap()
+        reqwest::get(format!("{}{}", self.base, path))
+            .await
+            .unwrap()
     }
 
     /// Waits until `/readyz` says ready.
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", self.base)).await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.base)).await
+                && r.status() == 200
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "app not ready within 60 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -73,6 +83,10 @@ impl TestApp {
 
     pub async fn stop(self) {
         self.shutdown.shutdown();
-        tokio::time::timeout(Duration::from_secs(15), self.task).await.expect("stops in time").unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("stops in time")
+            .unwrap()
+            .unwrap();
     }
 }

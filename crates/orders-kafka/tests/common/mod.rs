@@ -19,7 +19,10 @@ pub fn broker() -> String {
 }
 
 pub fn unique_topic(name: &str) -> String {
-    format!("test-{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "test-{name}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 pub fn kafka_config(broker: &str, topic: &str) -> KafkaConfig {
@@ -37,7 +40,9 @@ pub fn kafka_config(broker: &str, topic: &str) -> KafkaConfig {
 pub async fn producer(broker: &str, topic: &str) -> OrderProducer {
     let p = OrderProducer::connect(&kafka_config(broker, topic))
         .await
-        .unwrap_or_else(|e| panic!("Kafka broker not reachable at {broker} ({e}); start it with `just broker-up`"));
+        .unwrap_or_else(|e| {
+            panic!("Kafka broker not reachable at {broker} ({e}); start it with `just broker-up`")
+        });
     assert_eq!(p.partition_count(), 3);
     p
 }
@@ -62,7 +67,10 @@ impl Db {
 
     pub async fn offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
         self.sql
-            .query("SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1", &[&topic])
+            .query(
+                "SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1",
+                &[&topic],
+            )
             .await
             .unwrap()
             .iter()
@@ -79,7 +87,10 @@ impl Db {
                 return;
             }
             assert!(n < want, "{query}: {n} exceeds {want}");
-            assert!(Instant::now() < deadline, "{query}: {n} of {want} after {secs} s");
+            assert!(
+                Instant::now() < deadline,
+                "{query}: {n} of {want} after {secs} s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -110,10 +121,19 @@ pub struct RunningConsumer {
 }
 
 pub async fn start_consumer(db: &PgConfig, broker: &str, topic: &str) -> RunningConsumer {
-    let repo = PgRepository::connect(&PgConfig { pool_size: 4, ..db.clone() }).await.unwrap();
+    let repo = PgRepository::connect(&PgConfig {
+        pool_size: 4,
+        ..db.clone()
+    })
+    .await
+    .unwrap();
     let cache = Arc::new(DashCache::new(100_000));
     let ingest = IngestService::new(Arc::new(repo.clone()), cache.clone());
-    let source: Arc<dyn OrderSource> = Arc::new(KafkaSource::connect(kafka_config(broker, topic)).await.unwrap());
+    let source: Arc<dyn OrderSource> = Arc::new(
+        KafkaSource::connect(kafka_config(broker, topic))
+            .await
+            .unwrap(),
+    );
     let config = ConsumerConfig {
         discovery_interval: Duration::from_secs(1),
         backoff_min: Duration::from_millis(50),
@@ -121,13 +141,21 @@ pub async fn start_consumer(db: &PgConfig, broker: &str, topic: &str) -> Running
     };
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(Consumer::new(source, ingest, config).run(rx));
-    RunningConsumer { shutdown, task, repo, cache }
+    RunningConsumer {
+        shutdown,
+        task,
+        repo,
+        cache,
+    }
 }
 
 impl RunningConsumer {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("consumer stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("consumer stops")
+            .unwrap();
         self.repo.close();
     }
 
@@ -144,7 +172,10 @@ pub fn orders(prefix: &str, n: u64) -> Vec<Option<Vec<u8>>> {
     (0..n)
         .map(|i| {
             let items = [1, 3, 10][(i % 3) as usize];
-            Some(serde_json::to_vec(&orders_domain::sample::generated_order(prefix, i, items)).unwrap())
+            Some(
+                serde_json::to_vec(&orders_domain::sample::generated_order(prefix, i, items))
+                    .unwrap(),
+            )
         })
         .collect()
 }
@@ -159,18 +190,33 @@ pub struct OwnBroker {
 pub fn tansu_binary() -> PathBuf {
     let dir = std::env::var("ORDERS_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/orders/tools"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/orders/tools")
+        });
     let bin = dir.join("bin/tansu");
-    assert!(bin.exists(), "tansu not found at {} (run `just broker-up` to install it)", bin.display());
+    assert!(
+        bin.exists(),
+        "tansu not found at {} (run `just broker-up` to install it)",
+        bin.display()
+    );
     bin
 }
 
 impl OwnBroker {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("orders-tansu-{}", uuid::Uuid::new_v4().simple()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("orders-tansu-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        let mut b = Self { addr: format!("127.0.0.1:{port}"), dir, child: None };
+        let mut b = Self {
+            addr: format!("127.0.0.1:{port}"),
+            dir,
+            child: None,
+        };
         b.restart();
         b
     }
@@ -187,7 +233,13 @@ impl OwnBroker {
         let url = format!("tcp://{}", self.addr);
         let child = Command::new(tansu_binary())
             .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://data/tansu.db"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -196,7 +248,11 @@ impl OwnBroker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&self.addr).is_err() {
-            assert!(Instant::now() < deadline, "own tansu did not start on {}", self.addr);
+            assert!(
+                Instant::now() < deadline,
+                "own tansu did not start on {}",
+                self.addr
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

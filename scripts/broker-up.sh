@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Make sure a Kafka-compatible broker listens at KAFKA_BROKER and that the
+# topic KAFKA_TOPIC exists. Unless something already listens there, start the
+# tansu broker (installed once with cargo into ORDERS_TOOLS_DIR) with its data
+# in .local/tansu. Idempotent.
+#
+# Environment (defaults; config.env at the repo root may set them):
+#   KAFKA_BROKER=localhost:9092 KAFKA_TOPIC=orders KAFKA_PARTITIONS=3
+#   ORDERS_TOOLS_DIR=$HOME/.cache/orders/tools
+set -euo pipefail
+LOG_TAG=broker-up
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TANSU_VERSION=0.6.0
+TOOLS="${ORDERS_TOOLS_DIR:-$HOME/.cache/orders/tools}"
+TANSU="$TOOLS/bin/tansu"
+TANSU_DIR="$LOCAL_DIR/tansu"
+PID_FILE="$TANSU_DIR/tansu.pid"
+LOG_FILE="$TANSU_DIR/tansu.log"
+PARTITIONS="${KAFKA_PARTITIONS:-3}"
+parse_broker
+
+install_tansu() {
+  [[ -x "$TANSU" ]] && return 0
+  mkdir -p "$TOOLS"
+  exec 9> "$TOOLS/.tansu-install.lock"
+  if ! flock -n 9; then
+    log "another tansu install into $TOOLS is running; waiting for it"
+    flock 9
+  fi
+  if [[ ! -x "$TANSU" ]]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust with rustup first); needed to install tansu"
+    command -v cc >/dev/null 2>&1 || apt_install build-essential pkg-config
+    log "installing the tansu $TANSU_VERSION broker into $TOOLS (cargo install, once; takes about 10 minutes on 2 cores)"
+    # From the repo root, so rust-toolchain.toml picks the toolchain.
+    (cd "$ROOT" && cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql --root "$TOOLS")
+    [[ -x "$TANSU" ]] || die "cargo install finished but $TANSU is missing"
+    log "tansu installed: $TANSU"
+  fi
+  exec 9>&-
+}
+
+ensure_topic() {
+  local url="tcp://$BROKER_HOST:$BROKER_PORT" out rc=0
+  if [[ ! -x "$TANSU" ]]; then
+    log "tansu CLI not installed, not creating topic $KAFKA_TOPIC (the service creates it with --create-topic)"
+    return 0
+  fi
+  out="$("$TANSU" topic create "$KAFKA_TOPIC" --broker "$url" --partitions "$PARTITIONS" 2>&1)" || rc=$?
+  if [[ $rc -eq 0 ]]; then
+    log "created topic $KAFKA_TOPIC with $PARTITIONS partitions"
+  elif grep -qiE 'already ?exists' <<< "$out"; then
+    log "topic $KAFKA_TOPIC already exists"
+  else
+    printf '%s\n' "$out" >&2
+    die "could not create topic $KAFKA_TOPIC at $url"
+  fi
+}
+
+if port_open "$BROKER_HOST" "$BROKER_PORT"; then
+  log "something already listens at $BROKER_HOST:$BROKER_PORT, nothing to start"
+  ensure_topic
+  exit 0
+fi
+
+case "$BROKER_HOST" in
+  localhost|127.*) LISTEN_IP=127.0.0.1 ;;
+  *) die "nothing listens at $KAFKA_BROKER and it is not a loopback address: broker-up only starts a local broker" ;;
+esac
+
+if pid_alive "$PID_FILE" tansu; then
+  log "our tansu (pid $(cat "$PID_FILE")) runs but does not answer at $BROKER_HOST:$BROKER_PORT; restarting it"
+  "$ROOT/scripts/broker-down.sh"
+fi
+
+install_tansu
+
+mkdir -p "$TANSU_DIR/data"
+url="tcp://$LISTEN_IP:$BROKER_PORT"
+log "starting tansu $TANSU_VERSION at $url (data: .local/tansu/data, log: .local/tansu/tansu.log)"
+printf '=== %s: starting tansu at %s\n' "$(date -Is)" "$url" >> "$LOG_FILE"
+# From the data folder's parent: tansu takes sqlite:// paths relative to its cwd.
+# setsid: its own session, so a Ctrl-C meant for a foreground command spares it.
+(
+  cd "$TANSU_DIR"
+  NO_COLOR=1 setsid nohup "$TANSU" broker \
+    --listener-url "$url" \
+    --advertised-listener-url "$url" \
+    --storage-engine "sqlite://data/tansu.db" \
+    >> "$LOG_FILE" 2>&1 < /dev/null &
+  echo $! > "$PID_FILE"
+)
+
+start=$SECONDS
+until port_open "$LISTEN_IP" "$BROKER_PORT"; do
+  if ! pid_alive "$PID_FILE" tansu; then
+    tail -n 30 "$LOG_FILE" >&2
+    die "tansu exited during start-up (log: $LOG_FILE)"
+  fi
+  if (( SECONDS - start >= 30 )); then
+    tail -n 30 "$LOG_FILE" >&2
+    die "tansu did not accept connections at $url within 30 s (log: $LOG_FILE)"
+  fi
+  sleep 0.2
+done
+log "tansu accepts connections at $BROKER_HOST:$BROKER_PORT (pid $(cat "$PID_FILE"))"
+ensure_topic

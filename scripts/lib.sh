@@ -1,0 +1,120 @@
+# shellcheck shell=bash
+# Shared helpers for the local-stack scripts. Sourced, never executed:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# The sourcing script sets LOG_TAG (e.g. "db-up") before sourcing.
+
+# Repository root, resolved from this file's location (works from any cwd).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+LOCAL_DIR="$ROOT/.local"
+
+log() { printf '[%s] %s\n' "${LOG_TAG:-orders}" "$*" >&2; }
+die() { printf '[%s] ERROR: %s\n' "${LOG_TAG:-orders}" "$*" >&2; exit 1; }
+
+# Load config.env from the repo root without overriding variables that are
+# already set in the environment (same precedence as just's dotenv-load).
+load_config() {
+  local file="$ROOT/config.env" line key value
+  [[ -f "$file" ]] || return 0
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    line="${line#"${line%%[![:space:]]*}"}"             # trim leading blanks
+    [[ -z "$line" || "$line" == \#* ]] && continue
+    line="${line#export }"
+    [[ "$line" == *=* ]] || continue
+    key="${line%%=*}"; key="${key%"${key##*[![:space:]]}"}"
+    value="${line#*=}"; value="${value#"${value%%[![:space:]]*}"}"
+    value="${value%"${value##*[![:space:]]}"}"
+    if [[ "$value" == \"*\" || "$value" == \'*\' ]]; then
+      value="${value:1:${#value}-2}"
+    fi
+    [[ "$key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+    if [[ -z "${!key+set}" ]]; then
+      export "$key=$value"
+    fi
+  done < "$file"
+}
+
+load_config
+: "${DB_HOST:=localhost}" "${DB_PORT:=5432}" "${DB_USER:=postgres}"
+: "${DB_PASSWORD:=postgres}" "${DB_NAME:=orders_db}"
+: "${KAFKA_BROKER:=localhost:9092}" "${KAFKA_TOPIC:=orders}" "${HTTP_PORT:=8081}"
+export DB_HOST DB_PORT DB_USER DB_PASSWORD DB_NAME KAFKA_BROKER KAFKA_TOPIC HTTP_PORT
+
+# True when something accepts TCP connections at host:port.
+port_open() {
+  local host="$1" port="$2"
+  [[ "$host" == \[*\] ]] && host="${host:1:${#host}-2}"
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null
+}
+
+# wait_port host port timeout_seconds
+wait_port() {
+  local host="$1" port="$2" limit="${3:-30}" start=$SECONDS
+  until port_open "$host" "$port"; do
+    (( SECONDS - start >= limit )) && return 1
+    sleep 0.2
+  done
+}
+
+# Run a command as root: directly when root, else via sudo.
+as_root() {
+  if [[ $EUID -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root to run: $* (not root and sudo is not available)"
+  fi
+}
+
+# apt_install pkg... : install Debian packages non-interactively.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* yourself"
+  log "installing with apt-get: $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# Split KAFKA_BROKER (first entry of a comma-separated list, optional
+# scheme) into BROKER_HOST and BROKER_PORT.
+parse_broker() {
+  local b="${KAFKA_BROKER%%,*}"
+  b="${b#*://}"
+  BROKER_HOST="${b%:*}"
+  BROKER_PORT="${b##*:}"
+  [[ "$BROKER_PORT" =~ ^[0-9]+$ ]] || die "KAFKA_BROKER=$KAFKA_BROKER: expected host:port"
+  [[ -n "$BROKER_HOST" ]] || BROKER_HOST=localhost
+}
+
+# True when the pid in file $1 is alive and its command line contains $2.
+pid_alive() {
+  local pidfile="$1" pattern="$2" pid
+  [[ -s "$pidfile" ]] || return 1
+  pid="$(cat "$pidfile")"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern"
+}
+
+# stop_pidfile file pattern what: TERM the process, wait up to 15 s, then KILL.
+stop_pidfile() {
+  local pidfile="$1" pattern="$2" what="$3" pid i
+  if ! pid_alive "$pidfile" "$pattern"; then
+    log "$what is not running (no live process in ${pidfile#"$ROOT"/}), nothing to do"
+    rm -f "$pidfile"
+    return 0
+  fi
+  pid="$(cat "$pidfile")"
+  log "stopping $what (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$what did not stop within 15 s, sending KILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+  log "$what stopped"
+}
