@@ -101,11 +101,6 @@ docker-down:
 docker-clean:
     docker compose -f deploy/docker-compose.yml down -v --rmi local
 
-# Run the benchmarks with the stack up, e.g. `just bench --help`
-[positional-arguments]
-bench *ARGS: stack-up
-    cargo run --release -p orders-bench -- "$@"
-
 # Stop everything and delete .local (databases, broker data, venv) and target/
 clean: stop stack-down
     rm -rf .local
