@@ -24,6 +24,10 @@ pub struct DashCache {
     /// Insertion order of the uids in `map`; guarded separately so hits never touch it.
     fifo: Mutex<VecDeque<Box<str>>>,
     capacity: usize,
+    /// Entries, published under the FIFO lock once an insert (and its eviction) is complete.
+    /// `DashMap::len` sums shards one by one and can transiently over-count under concurrent
+    /// remove+insert; this cannot.
+    entries: AtomicUsize,
     bytes: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -41,6 +45,7 @@ impl DashCache {
             map: DashMap::with_capacity(capacity.min(1 << 20)),
             fifo: Mutex::new(VecDeque::with_capacity(capacity.min(1 << 20))),
             capacity,
+            entries: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -52,11 +57,11 @@ impl DashCache {
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 }
 
@@ -98,6 +103,7 @@ impl OrderCache for DashCache {
             // Same uid again (read-through racing ingestion): replaced, not a new entry.
             self.bytes.fetch_sub(old.len(), Ordering::Relaxed);
         }
+        self.entries.store(fifo.len(), Ordering::Release);
     }
 
     fn stats(&self) -> CacheStats {
@@ -105,7 +111,7 @@ impl OrderCache for DashCache {
         let misses = self.misses.load(Ordering::Relaxed);
         let total = hits + misses;
         CacheStats {
-            size: self.map.len(),
+            size: self.len(),
             capacity: self.capacity,
             bytes: self.bytes.load(Ordering::Relaxed),
             hits,
