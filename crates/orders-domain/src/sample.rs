@@ -77,3 +77,24 @@ pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
         oof_shard: "1".into(),
     }
 }
+
+/// One message of each kind the service must reject, with the reason it must be rejected for:
+/// tombstone, empty, not UTF-8, not JSON, JSON that is not an order, an invalid order
+/// (totals that do not add up) and an oversize one (over the default 1 MiB bound).
+pub fn invalid_messages() -> Vec<(crate::RejectReason, Option<Vec<u8>>)> {
+    use crate::RejectReason as R;
+    let mut bad_total = reference_order();
+    bad_total.order_uid = "invalid-total-order".into();
+    bad_total.payment.amount = 1;
+    let mut oversize = crate::REFERENCE_ORDER_JSON.as_bytes().to_vec();
+    oversize.resize(crate::validation::DEFAULT_MAX_MESSAGE_BYTES + 10, b' ');
+    vec![
+        (R::Tombstone, None),
+        (R::Empty, Some(vec![])),
+        (R::NotUtf8, Some(vec![0xff, 0xfe, 0xfd])),
+        (R::NotJson, Some(b"{\"order_uid\": ".to_vec())),
+        (R::NotOrder, Some(b"{\"hello\": \"world\"}".to_vec())),
+        (R::Invalid, serde_json::to_vec(&bad_total).ok()),
+        (R::Oversize, Some(oversize)),
+    ]
+}

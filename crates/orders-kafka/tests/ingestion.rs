@@ -45,21 +45,10 @@ async fn reference_order_reaches_postgres_and_the_query_use_case() {
 
 /// Every kind of bad message, with its expected reason.
 fn bad_messages() -> Vec<(&'static str, Option<Vec<u8>>)> {
-    let mut invalid: serde_json::Value =
-        serde_json::from_str(orders_domain::REFERENCE_ORDER_JSON).unwrap();
-    invalid["order_uid"] = "bad-total".into();
-    invalid["payment"]["amount"] = 1.into();
-    let mut oversize = orders_domain::REFERENCE_ORDER_JSON.as_bytes().to_vec();
-    oversize.resize(1024 * 1024 + 10, b' ');
-    vec![
-        ("tombstone", None),
-        ("empty", Some(vec![])),
-        ("not_utf8", Some(vec![0xff, 0xfe, 0xfd])),
-        ("not_json", Some(b"{\"order_uid\": ".to_vec())),
-        ("not_order", Some(b"{\"hello\": \"world\"}".to_vec())),
-        ("invalid", Some(invalid.to_string().into_bytes())),
-        ("oversize", Some(oversize)),
-    ]
+    orders_domain::sample::invalid_messages()
+        .into_iter()
+        .map(|(r, v)| (r.as_str(), v))
+        .collect()
 }
 
 #[tokio::test]

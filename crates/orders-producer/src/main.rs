@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use orders_domain::REFERENCE_ORDER_JSON;
-use orders_domain::sample::generated_order;
+use orders_domain::sample::{generated_order, invalid_messages};
 use orders_kafka::{KafkaConfig, OrderProducer};
 
 #[derive(Debug, Parser)]
@@ -41,25 +41,6 @@ struct Args {
     /// Keep retrying the connection for this long (the broker may still be starting).
     #[arg(long, default_value_t = 60)]
     wait_secs: u64,
-}
-
-/// One message of each kind the service must reject, with its expected reason.
-pub fn invalid_messages() -> Vec<(&'static str, Option<Vec<u8>>)> {
-    let mut bad_total: serde_json::Value =
-        serde_json::from_str(REFERENCE_ORDER_JSON).unwrap_or_default();
-    bad_total["order_uid"] = "invalid-total-order".into();
-    bad_total["payment"]["amount"] = 1.into();
-    let mut oversize = REFERENCE_ORDER_JSON.as_bytes().to_vec();
-    oversize.resize(1024 * 1024 + 1, b' ');
-    vec![
-        ("tombstone", None),
-        ("empty", Some(vec![])),
-        ("not_utf8", Some(vec![0xff, 0xfe, 0xfd])),
-        ("not_json", Some(b"{\"order_uid\": ".to_vec())),
-        ("not_order", Some(b"{\"hello\": \"world\"}".to_vec())),
-        ("invalid", Some(bad_total.to_string().into_bytes())),
-        ("oversize", Some(oversize)),
-    ]
 }
 
 #[tokio::main]
@@ -130,10 +111,10 @@ async fn main() -> anyhow::Result<()> {
         sent += args.count as usize;
     }
     if args.invalid {
-        for (kind, value) in invalid_messages() {
+        for (reason, value) in invalid_messages() {
             let out = producer.send(vec![value]).await?;
             println!(
-                "sent invalid message ({kind}) to {}/{}@{}",
+                "sent invalid message ({reason}) to {}/{}@{}",
                 args.topic, out[0].0, out[0].1
             );
             sent += 1;
