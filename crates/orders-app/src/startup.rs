@@ -69,24 +69,7 @@ impl Readiness for AppReadiness {
             ok: warm,
             reason: (!warm).then(|| "warming the cache from PostgreSQL".to_owned()),
         }];
-        let pg = tokio::time::timeout(PROBE_TIMEOUT, self.repo.ping()).await;
-        checks.push(match pg {
-            Ok(Ok(())) => Check {
-                name: "postgres",
-                ok: true,
-                reason: None,
-            },
-            Ok(Err(e)) => Check {
-                name: "postgres",
-                ok: false,
-                reason: Some(e.to_string()),
-            },
-            Err(_) => Check {
-                name: "postgres",
-                ok: false,
-                reason: Some("no answer within 2 s".into()),
-            },
-        });
+        checks.push(probe("postgres", self.repo.ping()).await);
         if self.consume {
             checks.push(match self.source.get() {
                 None => Check {
@@ -94,28 +77,27 @@ impl Readiness for AppReadiness {
                     ok: false,
                     reason: Some("not connected to the broker yet".into()),
                 },
-                Some(source) => {
-                    match tokio::time::timeout(PROBE_TIMEOUT, source.partitions()).await {
-                        Ok(Ok(_)) => Check {
-                            name: "kafka",
-                            ok: true,
-                            reason: None,
-                        },
-                        Ok(Err(e)) => Check {
-                            name: "kafka",
-                            ok: false,
-                            reason: Some(e.to_string()),
-                        },
-                        Err(_) => Check {
-                            name: "kafka",
-                            ok: false,
-                            reason: Some("no answer within 2 s".into()),
-                        },
-                    }
-                }
+                Some(source) => probe("kafka", source.partitions()).await,
             });
         }
         checks
+    }
+}
+
+/// Runs one dependency check, bounded by [`PROBE_TIMEOUT`].
+async fn probe<T, E: std::fmt::Display>(
+    name: &'static str,
+    check: impl std::future::Future<Output = Result<T, E>>,
+) -> Check {
+    let reason = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    };
+    Check {
+        name,
+        ok: reason.is_none(),
+        reason,
     }
 }
 
