@@ -68,6 +68,7 @@ build:
 
 # Check formatting, run clippy (warnings are errors) and all tests, with the stack up
 test: test-deps
+    scripts/drop-test-dbs.sh
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace

@@ -2,7 +2,9 @@
 # Start the local stack (PostgreSQL, tansu), build the release binaries and
 # run the service in the foreground (Ctrl-C stops it gracefully). Once the
 # service listens, orders-producer sends the reference order in the background.
-# A second run reuses what is running. ORDERS_SKIP_BUILD=1 skips cargo build.
+# A second run reuses what is running. ORDERS_SKIP_BUILD=1 skips cargo build;
+# ORDERS_BIN_DIR runs the binaries from another directory (the test of this
+# script uses the test build's binaries).
 set -euo pipefail
 LOG_TAG=run
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,7 +15,7 @@ cd "$ROOT"
 
 target="${CARGO_TARGET_DIR:-target}"
 [[ "$target" == /* ]] || target="$ROOT/$target"
-BIN="$target/release"
+BIN="${ORDERS_BIN_DIR:-$target/release}"
 if [[ "${ORDERS_SKIP_BUILD:-0}" != 1 ]]; then
   log "building release binaries (cargo build --release --bin orders --bin orders-producer)"
   cargo build --release --bin orders --bin orders-producer

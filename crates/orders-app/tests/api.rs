@@ -205,7 +205,7 @@ async fn database_outage_gives_503_and_readyz_says_why() {
     let app = spawn_app().await;
     app.wait_ready().await;
     let admin_cfg = orders_postgres::testing::config_from_env();
-    let (admin, conn) = tokio_postgres_connect(&admin_cfg).await;
+    let admin = orders_postgres::testing::sql_client(&admin_cfg).await;
     let db = app.settings.db_name.clone();
     // Close the database to new connections and cut the existing ones: an outage for this app.
     admin
@@ -249,39 +249,5 @@ async fn database_outage_gives_503_and_readyz_says_why() {
         .unwrap();
     app.wait_ready().await;
     assert_eq!(app.get("/order/not-cached").await.status(), 404);
-    drop(conn);
     app.stop().await;
-}
-
-async fn tokio_postgres_connect(
-    cfg: &orders_postgres::PgConfig,
-) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(&cfg.host)
-        .port(cfg.port)
-        .user(&cfg.user)
-        .password(&cfg.password)
-        .dbname(&cfg.dbname)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    (
-        client,
-        tokio::spawn(async move {
-            let _ = conn.await;
-        }),
-    )
-}
-
-#[tokio::test]
-async fn unreachable_database_at_start_is_a_clear_error() {
-    let mut settings = common::test_settings(None).await;
-    settings.db_port = 1; // nothing listens there
-    settings.db_startup_timeout_secs = 0;
-    let err = orders_app::Application::build(settings).await.unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(
-        msg.contains("cannot connect to PostgreSQL") && msg.contains(":1/"),
-        "{msg}"
-    );
 }

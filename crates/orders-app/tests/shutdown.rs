@@ -55,16 +55,7 @@ async fn sigterm_during_ingestion_then_restart_stores_everything_once() {
     let settings = common::test_settings(Some(&topic)).await;
     let cfg = settings.postgres();
     orders_postgres::PgRepository::connect(&cfg).await.unwrap(); // schema in place before polling
-    let (sql, conn) = tokio_postgres::Config::new()
-        .host(&cfg.host)
-        .port(cfg.port)
-        .user(&cfg.user)
-        .password(&cfg.password)
-        .dbname(&cfg.dbname)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let sql = orders_postgres::testing::sql_client(&cfg).await;
     let kafka = KafkaConfig {
         create_topic_partitions: Some(3),
         ..settings.kafka()

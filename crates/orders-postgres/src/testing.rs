@@ -54,3 +54,20 @@ pub async fn test_repository() -> PgRepository {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to test database {}: {e}", config.display()))
 }
+
+/// A plain SQL client on `config`'s database, for assertions and fault injection in tests.
+/// Its connection task runs on the current runtime until the client is dropped.
+///
+/// # Panics
+/// When the database is not reachable.
+pub async fn sql_client(config: &PgConfig) -> tokio_postgres::Client {
+    let (client, conn) = config
+        .tokio_postgres()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", config.display()));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}

@@ -96,21 +96,7 @@ impl Db {
     }
 }
 
-pub async fn sql_client(config: &PgConfig) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(&config.host)
-        .port(config.port)
-        .user(&config.user)
-        .password(&config.password)
-        .dbname(&config.dbname)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
+pub use orders_postgres::testing::sql_client;
 
 /// A running consumer (as the service runs it) that can be stopped gracefully or aborted.
 pub struct RunningConsumer {
