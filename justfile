@@ -82,6 +82,12 @@ run:
 run-producer *ARGS:
     cargo run --release --bin orders-producer -- "$@"
 
+# Benchmarks against same-run baselines (release build); writes bench/results.md and .json.
+# Arguments go to orders-bench, e.g. `just bench --sections reads --read-secs 10`
+[positional-arguments]
+bench *ARGS: stack-up
+    cargo run --release -p orders-bench -- "$@"
+
 # The tour: ingest the reference, 1000 generated and invalid orders, then show the results
 demo:
     scripts/demo.sh

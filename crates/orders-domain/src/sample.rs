@@ -78,6 +78,14 @@ pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
     }
 }
 
+/// Items per generated order, by `n % 3`: the mix the producer, the tests and the benchmarks use.
+pub const ITEM_MIX: [usize; 3] = [1, 3, 10];
+
+/// [`generated_order`] with [`ITEM_MIX`] items.
+pub fn mixed_order(prefix: &str, n: u64) -> Order {
+    generated_order(prefix, n, ITEM_MIX[(n % 3) as usize])
+}
+
 /// One message of each kind the service must reject, with the reason it must be rejected for:
 /// tombstone, empty, not UTF-8, not JSON, JSON that is not an order, an invalid order
 /// (totals that do not add up) and an oversize one (over the default 1 MiB bound).

@@ -137,7 +137,9 @@ async fn ten_thousand_orders_with_every_bad_kind_over_three_partitions() {
     assert!(rows.iter().all(|r| r.get::<_, String>(3) == topic));
     assert_eq!(
         db.count("SELECT count(*) FROM items").await,
-        (0..10_000).map(|i| [1, 3, 10][i % 3]).sum::<i64>()
+        (0..10_000)
+            .map(|i| orders_domain::sample::ITEM_MIX[i % 3] as i64)
+            .sum::<i64>()
     );
     assert_eq!(
         db.count("SELECT count(*) FROM orders WHERE order_uid LIKE 'tenk-%'")

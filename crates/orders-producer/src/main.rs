@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use orders_domain::REFERENCE_ORDER_JSON;
-use orders_domain::sample::{generated_order, invalid_messages};
+use orders_domain::sample::{invalid_messages, mixed_order};
 use orders_kafka::{KafkaConfig, OrderProducer};
 
 #[derive(Debug, Parser)]
@@ -90,15 +90,11 @@ async fn main() -> anyhow::Result<()> {
             .prefix
             .clone()
             .unwrap_or_else(|| format!("gen{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-        let sizes = [1usize, 3, 10];
         let mut n = 0u64;
         while n < args.count {
             let chunk = (args.count - n).min(10_000);
             let values: Vec<Option<Vec<u8>>> = (n..n + chunk)
-                .map(|i| {
-                    serde_json::to_vec(&generated_order(&prefix, i, sizes[(i % 3) as usize]))
-                        .map(Some)
-                })
+                .map(|i| serde_json::to_vec(&mixed_order(&prefix, i)).map(Some))
                 .collect::<Result<_, _>>()?;
             producer.send(values).await?;
             n += chunk;

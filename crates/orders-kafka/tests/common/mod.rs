@@ -156,13 +156,7 @@ impl RunningConsumer {
 /// Generated orders as messages.
 pub fn orders(prefix: &str, n: u64) -> Vec<Option<Vec<u8>>> {
     (0..n)
-        .map(|i| {
-            let items = [1, 3, 10][(i % 3) as usize];
-            Some(
-                serde_json::to_vec(&orders_domain::sample::generated_order(prefix, i, items))
-                    .unwrap(),
-            )
-        })
+        .map(|i| Some(serde_json::to_vec(&orders_domain::sample::mixed_order(prefix, i)).unwrap()))
         .collect()
 }
 

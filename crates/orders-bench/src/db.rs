@@ -1,0 +1,398 @@
+//! Throwaway databases and the two storage baselines: naive per-row inserts and binary COPY.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::future::try_join_all;
+use orders_domain::Order;
+use orders_postgres::PgConfig;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+use crate::data::Plan;
+
+/// A database of its own for one measurement, dropped by [`BenchDb::drop_now`].
+pub(crate) struct BenchDb {
+    pub(crate) config: PgConfig,
+    admin: PgConfig,
+}
+
+fn pg(config: &PgConfig) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    c.host(&config.host)
+        .port(config.port)
+        .user(&config.user)
+        .password(&config.password)
+        .dbname(&config.dbname)
+        .application_name("orders-bench")
+        .connect_timeout(config.connect_timeout);
+    c
+}
+
+/// A plain connection; its driver task runs until the client is dropped.
+pub(crate) async fn client(config: &PgConfig) -> anyhow::Result<Client> {
+    let (client, conn) = pg(config)
+        .connect(NoTls)
+        .await
+        .with_context(|| format!("connecting to {}", config.display()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+impl BenchDb {
+    /// Creates `orders_bench_<random>` on the server `admin` points at, with the service's schema.
+    pub(crate) async fn create(admin: &PgConfig) -> anyhow::Result<Self> {
+        let name = format!("orders_bench_{}", uuid::Uuid::new_v4().simple());
+        client(admin)
+            .await
+            .context("PostgreSQL not reachable (just db-up starts one)")?
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        let config = PgConfig {
+            dbname: name,
+            ..admin.clone()
+        };
+        // The service's own migrations, so every baseline writes to the same tables.
+        orders_postgres::PgRepository::connect(&config)
+            .await?
+            .close();
+        Ok(Self {
+            config,
+            admin: admin.clone(),
+        })
+    }
+
+    pub(crate) async fn drop_now(self) -> anyhow::Result<()> {
+        client(&self.admin)
+            .await?
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.config.dbname
+            ))
+            .await
+            .with_context(|| format!("dropping {}", self.config.dbname))
+    }
+}
+
+/// One transaction per order, one INSERT per row, prepared statements: what a simple service
+/// does. `streams` connections write in parallel.
+pub(crate) async fn naive(
+    config: &PgConfig,
+    orders: &[Order],
+    streams: usize,
+) -> anyhow::Result<Duration> {
+    let chunk = orders.len().div_ceil(streams.max(1)).max(1);
+    let mut clients = Vec::new();
+    for _ in 0..streams.max(1) {
+        clients.push(client(config).await?);
+    }
+    let started = Instant::now();
+    try_join_all(
+        clients
+            .iter_mut()
+            .zip(orders.chunks(chunk))
+            .map(|(c, part)| naive_stream(c, part)),
+    )
+    .await?;
+    Ok(started.elapsed())
+}
+
+async fn naive_stream(client: &mut Client, orders: &[Order]) -> anyhow::Result<()> {
+    let ins_order = client
+        .prepare(
+            "INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature,
+                customer_id, delivery_service, shardkey, sm_id, date_created, oof_shard,
+                source_topic, source_partition, source_offset)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .await?;
+    let ins_delivery = client
+        .prepare(
+            "INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    let ins_payment = client
+        .prepare(
+            "INSERT INTO payments (order_uid, transaction, request_id, currency, provider, amount,
+                payment_dt, bank, delivery_cost, goods_total, custom_fee)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .await?;
+    let ins_item = client
+        .prepare(
+            "INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name,
+                sale, size, total_price, nm_id, brand, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .await?;
+    for (n, o) in orders.iter().enumerate() {
+        let tx = client.transaction().await?;
+        let offset = n as i64;
+        tx.execute(&ins_order, &order_row(o, &0, &offset)).await?;
+        let d = &o.delivery;
+        tx.execute(
+            &ins_delivery,
+            &[
+                &o.order_uid,
+                &d.name,
+                &d.phone,
+                &d.zip,
+                &d.city,
+                &d.address,
+                &d.region,
+                &d.email,
+            ],
+        )
+        .await?;
+        tx.execute(&ins_payment, &payment_row(o)).await?;
+        for (i, it) in o.items.iter().enumerate() {
+            let pos = i as i32;
+            tx.execute(&ins_item, &item_row(o, &pos, it)).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+const TOPIC: &str = "bench";
+
+fn order_row<'a>(
+    o: &'a Order,
+    partition: &'a i32,
+    offset: &'a i64,
+) -> [&'a (dyn ToSql + Sync); 14] {
+    [
+        &o.order_uid,
+        &o.track_number,
+        &o.entry,
+        &o.locale,
+        &o.internal_signature,
+        &o.customer_id,
+        &o.delivery_service,
+        &o.shardkey,
+        &o.sm_id,
+        &o.date_created,
+        &o.oof_shard,
+        &TOPIC,
+        partition,
+        offset,
+    ]
+}
+
+fn payment_row(o: &Order) -> [&(dyn ToSql + Sync); 11] {
+    let p = &o.payment;
+    [
+        &o.order_uid,
+        &p.transaction,
+        &p.request_id,
+        &p.currency,
+        &p.provider,
+        &p.amount,
+        &p.payment_dt,
+        &p.bank,
+        &p.delivery_cost,
+        &p.goods_total,
+        &p.custom_fee,
+    ]
+}
+
+fn item_row<'a>(
+    o: &'a Order,
+    pos: &'a i32,
+    it: &'a orders_domain::Item,
+) -> [&'a (dyn ToSql + Sync); 13] {
+    [
+        &o.order_uid,
+        pos,
+        &it.chrt_id,
+        &it.track_number,
+        &it.price,
+        &it.rid,
+        &it.name,
+        &it.sale,
+        &it.size,
+        &it.total_price,
+        &it.nm_id,
+        &it.brand,
+        &it.status,
+    ]
+}
+
+/// Binary `COPY` of the same rows into the same tables, one transaction per batch of the
+/// plan, one connection per stream: about what PostgreSQL can take. The orders are decoded
+/// already, so this is the storage cost alone.
+pub(crate) async fn copy(
+    config: &PgConfig,
+    orders: &[Order],
+    plan: &Plan,
+) -> anyhow::Result<Duration> {
+    let mut clients = Vec::new();
+    for _ in plan {
+        clients.push(client(config).await?);
+    }
+    let started = Instant::now();
+    try_join_all(
+        clients
+            .iter_mut()
+            .zip(plan.iter().enumerate())
+            .map(|(c, (partition, batches))| copy_stream(c, orders, partition as i32, batches)),
+    )
+    .await?;
+    Ok(started.elapsed())
+}
+
+async fn copy_stream(
+    client: &mut Client,
+    orders: &[Order],
+    partition: i32,
+    batches: &[Vec<usize>],
+) -> anyhow::Result<()> {
+    let mut offset = 0i64;
+    for batch in batches {
+        let tx = client.transaction().await?;
+        let sink = tx
+            .copy_in(
+                "COPY orders (order_uid, track_number, entry, locale, internal_signature,
+                    customer_id, delivery_service, shardkey, sm_id, date_created, oof_shard,
+                    source_topic, source_partition, source_offset) FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        let t = Type::TEXT;
+        let w = BinaryCopyInWriter::new(
+            sink,
+            &[
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                Type::INT8,
+                Type::TIMESTAMPTZ,
+                t.clone(),
+                t.clone(),
+                Type::INT4,
+                Type::INT8,
+            ],
+        );
+        futures::pin_mut!(w);
+        for &i in batch {
+            w.as_mut()
+                .write(&order_row(&orders[i], &partition, &offset))
+                .await?;
+            offset += 1;
+        }
+        w.finish().await?;
+
+        let sink = tx
+            .copy_in(
+                "COPY deliveries (order_uid, name, phone, zip, city, address, region, email)
+                 FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        let w = BinaryCopyInWriter::new(
+            sink,
+            &[
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+            ],
+        );
+        futures::pin_mut!(w);
+        for &i in batch {
+            let o = &orders[i];
+            let d = &o.delivery;
+            w.as_mut()
+                .write(&[
+                    &o.order_uid,
+                    &d.name,
+                    &d.phone,
+                    &d.zip,
+                    &d.city,
+                    &d.address,
+                    &d.region,
+                    &d.email,
+                ])
+                .await?;
+        }
+        w.finish().await?;
+
+        let sink = tx
+            .copy_in(
+                "COPY payments (order_uid, transaction, request_id, currency, provider, amount,
+                    payment_dt, bank, delivery_cost, goods_total, custom_fee)
+                 FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        let i8 = Type::INT8;
+        let w = BinaryCopyInWriter::new(
+            sink,
+            &[
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                t.clone(),
+                i8.clone(),
+                i8.clone(),
+                t.clone(),
+                i8.clone(),
+                i8.clone(),
+                i8.clone(),
+            ],
+        );
+        futures::pin_mut!(w);
+        for &i in batch {
+            w.as_mut().write(&payment_row(&orders[i])).await?;
+        }
+        w.finish().await?;
+
+        let sink = tx
+            .copy_in(
+                "COPY items (order_uid, position, chrt_id, track_number, price, rid, name, sale,
+                    size, total_price, nm_id, brand, status) FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        let w = BinaryCopyInWriter::new(
+            sink,
+            &[
+                t.clone(),
+                Type::INT4,
+                i8.clone(),
+                t.clone(),
+                i8.clone(),
+                t.clone(),
+                t.clone(),
+                Type::INT4,
+                t.clone(),
+                i8.clone(),
+                i8.clone(),
+                t.clone(),
+                Type::INT4,
+            ],
+        );
+        futures::pin_mut!(w);
+        for &i in batch {
+            let o = &orders[i];
+            for (pos, it) in o.items.iter().enumerate() {
+                let pos = pos as i32;
+                w.as_mut().write(&item_row(o, &pos, it)).await?;
+            }
+        }
+        w.finish().await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! `orders-bench` (`just bench`): measures the sink path, end-to-end ingestion, reads and
+//! warm-up, each against a baseline measured in the same run, and writes `bench/results.md`
+//! and `bench/results.json`. It reports figures and asserts nothing about time.
+#![allow(clippy::print_stdout)]
+
+mod data;
+mod db;
+mod e2e;
+mod load;
+mod reads;
+mod report;
+mod sink;
+mod stats;
+mod warm;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use orders_app::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orders-bench",
+    version,
+    about = "Benchmarks of the orders service, each figure beside a baseline from the same run.",
+    long_about = "Benchmarks of the orders service, each figure beside a baseline from the same run.\n\n\
+        Needs PostgreSQL and a Kafka-protocol broker (DB_* and KAFKA_BROKER, as the service; \
+        `just bench` starts the local ones). Every measurement uses a database of its own \
+        (orders_bench_*, dropped afterwards) and a topic of its own. Traffic goes to 127.0.0.1 only."
+)]
+struct Cli {
+    /// Sections to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sink,e2e,reads,warmup"
+    )]
+    sections: Vec<Section>,
+    /// Orders through the sink path (and its COPY baselines).
+    #[arg(long, default_value_t = 100_000)]
+    orders: usize,
+    /// Orders for the naive baseline (a rate; it is slow, so a subset).
+    #[arg(long, default_value_t = 10_000)]
+    naive_orders: usize,
+    /// Repetitions of each sink-path variant (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Orders produced to the broker for the end-to-end section.
+    #[arg(long, default_value_t = 100_000)]
+    e2e_orders: usize,
+    /// Seconds of measured load per read endpoint.
+    #[arg(long, default_value_t = 5.0)]
+    read_secs: f64,
+    /// Seconds of unmeasured load before each read measurement.
+    #[arg(long, default_value_t = 1.0)]
+    read_warmup_secs: f64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Distinct cached orders the read section requests.
+    #[arg(long, default_value_t = 10_000)]
+    read_uids: usize,
+    /// Orders warmed into the cache (taken from the sink path's database).
+    #[arg(long, default_value_t = 100_000)]
+    warm_orders: usize,
+    /// Markdown report (its part between the bench markers is replaced; the rest is kept).
+    #[arg(long, default_value = "bench/results.md")]
+    out: PathBuf,
+    /// Raw figures as JSON.
+    #[arg(long, default_value = "bench/results.json")]
+    json: PathBuf,
+    /// Do not write the report files (print only).
+    #[arg(long)]
+    no_write: bool,
+    /// The service's settings (DB_*, KAFKA_*, HTTP_WORKERS, ...), as `orders --help` lists them.
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Section {
+    Sink,
+    E2e,
+    Reads,
+    Warmup,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// (internal) warm the cache from DB_NAME in this fresh process and print JSON.
+    #[command(hide = true)]
+    WarmProbe {
+        #[arg(long)]
+        count: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = dotenvy::from_filename("config.env");
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "orders_bench=info,warn".into()),
+        )
+        .init();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::WarmProbe { count }) = cli.command {
+        let r = warm::probe(&cli.settings.postgres(), count).await?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let started = Instant::now();
+    let admin = cli.settings.postgres();
+    let version: String = db::client(&admin)
+        .await
+        .context("PostgreSQL not reachable; start it with `just db-up` (or run `just bench`)")?
+        .query_one("SHOW server_version", &[])
+        .await?
+        .get(0);
+    let machine = stats::Machine::describe(
+        format!("PostgreSQL {version}"),
+        cli.settings.kafka_broker.clone(),
+    );
+    let mut results = report::Results::new(machine, stats::git_commit());
+    let has = |s| cli.sections.contains(&s);
+
+    if has(Section::Sink) || has(Section::Warmup) {
+        let n = if has(Section::Sink) {
+            cli.orders
+        } else {
+            cli.warm_orders
+        };
+        let prefix = format!("bench{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let data = data::Dataset::generate(&prefix, n.max(cli.warm_orders))?;
+        let plan = data::plan(
+            &data.payloads,
+            cli.settings.kafka_partitions as usize,
+            500,
+            cli.settings.fetch_max_bytes as usize,
+        );
+        let (sink, db) = sink::run(
+            &admin,
+            &data,
+            &plan,
+            &sink::SinkOptions {
+                repeat: if has(Section::Sink) {
+                    cli.repeat.max(1)
+                } else {
+                    1
+                },
+                naive_orders: if has(Section::Sink) {
+                    cli.naive_orders
+                } else {
+                    0
+                },
+                cache_capacity: cli.settings.cache_capacity as usize,
+            },
+        )
+        .await?;
+        if has(Section::Sink) {
+            results.sink = Some(sink);
+        }
+        if has(Section::Warmup) {
+            tracing::info!(orders = cli.warm_orders, "warm-up");
+            let config = db.config.clone();
+            let count = cli.warm_orders.min(data.orders.len());
+            results.warmup =
+                Some(tokio::task::spawn_blocking(move || warm::run(&config, count)).await??);
+        }
+        db.drop_now().await?;
+    }
+    if has(Section::E2e) {
+        let prefix = format!("e2e{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let data = data::Dataset::generate(&prefix, cli.e2e_orders)?;
+        results.e2e = Some(
+            e2e::run(
+                &cli.settings,
+                &admin,
+                &data.payloads,
+                Duration::from_secs(600),
+            )
+            .await?,
+        );
+    }
+    if has(Section::Reads) {
+        let prefix = format!("read{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let data = data::Dataset::generate(&prefix, cli.read_uids)?;
+        let load = load::Load {
+            connections: cli.connections,
+            warmup: Duration::from_secs_f64(cli.read_warmup_secs),
+            duration: Duration::from_secs_f64(cli.read_secs),
+            max_requests_per_connection: 10_000_000,
+        };
+        results.reads = Some(reads::run(&cli.settings, &admin, &data.orders, &load).await?);
+    }
+    results.total_secs = started.elapsed().as_secs_f64();
+
+    let table = report::markdown(&results);
+    println!("{table}");
+    if !cli.no_write {
+        report::write(&cli.out, &cli.json, &table, &results)?;
+        println!("written: {} and {}", cli.out.display(), cli.json.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! Section 1 (sink path) and 5 (where the time goes): the real ingest use case over the real
+//! PostgreSQL adapter, no broker, against naive inserts and binary COPY of the same rows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::try_join_all;
+use orders_cache::DashCache;
+use orders_domain::{FetchedBatch, IngestService, OrderCache, OrderRepository};
+use orders_postgres::{PgConfig, PgRepository};
+use serde::Serialize;
+
+use crate::data::{Dataset, Plan, fetched_batches};
+use crate::db::{self, BenchDb};
+use crate::stats::{cpu_seconds, median};
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Rate {
+    /// Wall-clock seconds of each repetition.
+    pub(crate) runs_secs: Vec<f64>,
+    pub(crate) orders: u64,
+    pub(crate) rows: u64,
+}
+
+impl Rate {
+    pub(crate) fn secs(&self) -> f64 {
+        median(&self.runs_secs)
+    }
+    pub(crate) fn orders_per_sec(&self) -> f64 {
+        self.orders as f64 / self.secs()
+    }
+    pub(crate) fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.secs()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SinkResults {
+    pub(crate) streams: usize,
+    pub(crate) batches: usize,
+    pub(crate) mean_batch_orders: f64,
+    pub(crate) ours: Rate,
+    pub(crate) naive: Rate,
+    pub(crate) copy_1: Rate,
+    pub(crate) copy_n: Rate,
+    pub(crate) profile: Profile,
+}
+
+/// Where the sink path's time goes (CPU of this process; the database works in its own).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Profile {
+    /// Process CPU seconds during the median `ours` run.
+    pub(crate) cpu_secs: f64,
+    /// Wall seconds of that run.
+    pub(crate) wall_secs: f64,
+    /// One thread, all messages: JSON decoding plus validation (`decode_order`).
+    pub(crate) decode_validate_secs: f64,
+    /// Of which: validation alone (`validate_order` on decoded orders).
+    pub(crate) validate_secs: f64,
+    /// One thread, all orders: serializing the cached JSON (`serde_json::to_vec`).
+    pub(crate) cache_json_secs: f64,
+    /// Summed over streams: `prepare` (decode + validate + sort into orders/rejections).
+    pub(crate) prepare_secs: f64,
+    /// Summed over streams: `store` (repository transaction + cache insert).
+    pub(crate) store_secs: f64,
+}
+
+impl Profile {
+    pub(crate) fn decode_share(&self) -> f64 {
+        self.decode_validate_secs / self.cpu_secs
+    }
+}
+
+pub(crate) struct SinkRun {
+    pub(crate) wall: Duration,
+    pub(crate) cpu: f64,
+    pub(crate) prepare: Duration,
+    pub(crate) store: Duration,
+}
+
+/// The service's path: `IngestService::prepare` then `store`, one task per stream (as the
+/// consumer runs one loop per partition), pool and cache as the service configures them.
+pub(crate) async fn ours(
+    config: &PgConfig,
+    batches: Vec<Vec<FetchedBatch>>,
+    cache_capacity: usize,
+) -> anyhow::Result<SinkRun> {
+    let repo = PgRepository::connect(config).await?;
+    let repo_dyn: Arc<dyn OrderRepository> = Arc::new(repo.clone());
+    let cache: Arc<dyn OrderCache> = Arc::new(DashCache::new(cache_capacity));
+    let ingest = IngestService::new(repo_dyn, cache);
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let tasks = batches.into_iter().map(|stream| {
+        let ingest = ingest.clone();
+        tokio::spawn(async move {
+            let (mut prepare, mut store) = (Duration::ZERO, Duration::ZERO);
+            for batch in stream {
+                let t = Instant::now();
+                let prepared = ingest.prepare("bench", batch);
+                prepare += t.elapsed();
+                let t = Instant::now();
+                let report = ingest.store(prepared).await?;
+                store += t.elapsed();
+                anyhow::ensure!(
+                    report.rejected.is_empty(),
+                    "rejections: {:?}",
+                    report.rejected
+                );
+            }
+            anyhow::Ok((prepare, store))
+        })
+    });
+    let mut run = SinkRun {
+        wall: Duration::ZERO,
+        cpu: 0.0,
+        prepare: Duration::ZERO,
+        store: Duration::ZERO,
+    };
+    for r in try_join_all(tasks).await? {
+        let (p, s) = r?;
+        run.prepare += p;
+        run.store += s;
+    }
+    run.wall = started.elapsed();
+    run.cpu = cpu_seconds() - cpu0;
+    repo.close();
+    Ok(run)
+}
+
+async fn count_orders(config: &PgConfig) -> anyhow::Result<i64> {
+    Ok(db::client(config)
+        .await?
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await?
+        .get(0))
+}
+
+pub(crate) struct SinkOptions {
+    pub(crate) repeat: usize,
+    pub(crate) naive_orders: usize,
+    pub(crate) cache_capacity: usize,
+}
+
+/// Runs every variant `repeat` times on fresh databases. Returns the results and the database
+/// of the last `ours` run (all orders stored; the warm-up section reads it), not dropped.
+pub(crate) async fn run(
+    admin: &PgConfig,
+    data: &Dataset,
+    plan: &Plan,
+    opts: &SinkOptions,
+) -> anyhow::Result<(SinkResults, BenchDb)> {
+    let n = data.orders.len() as u64;
+    let rows = Dataset::rows(&data.orders);
+    let naive_n = opts.naive_orders.min(data.orders.len());
+    let naive_rows = Dataset::rows(&data.orders[..naive_n]);
+    let one_stream: Plan = vec![plan.iter().flatten().cloned().collect()];
+    let streams = plan.len();
+    let mut ours_runs: Vec<SinkRun> = Vec::new();
+    let (mut naive, mut copy_1, mut copy_n) = (Vec::new(), Vec::new(), Vec::new());
+    let mut keep = None;
+    for round in 0..opts.repeat {
+        tracing::info!(round, "sink path: binary COPY, {streams} streams");
+        let db = BenchDb::create(admin).await?;
+        copy_n.push(
+            db::copy(&db.config, &data.orders, plan)
+                .await?
+                .as_secs_f64(),
+        );
+        db.drop_now().await?;
+
+        tracing::info!(round, "sink path: binary COPY, 1 stream");
+        let db = BenchDb::create(admin).await?;
+        copy_1.push(
+            db::copy(&db.config, &data.orders, &one_stream)
+                .await?
+                .as_secs_f64(),
+        );
+        db.drop_now().await?;
+
+        tracing::info!(round, "sink path: ours");
+        let db = BenchDb::create(admin).await?;
+        let batches = fetched_batches(&data.payloads, plan);
+        let run = ours(&db.config, batches, opts.cache_capacity).await?;
+        let stored = count_orders(&db.config).await?;
+        anyhow::ensure!(stored == n as i64, "ours stored {stored} of {n} orders");
+        ours_runs.push(run);
+        if let Some(old) = keep.replace(db) {
+            old.drop_now().await?;
+        }
+
+        tracing::info!(round, "sink path: naive, {naive_n} orders");
+        let db = BenchDb::create(admin).await?;
+        naive.push(
+            db::naive(&db.config, &data.orders[..naive_n], streams)
+                .await?
+                .as_secs_f64(),
+        );
+        db.drop_now().await?;
+    }
+    let rate = |runs: Vec<f64>, orders, rows| Rate {
+        runs_secs: runs,
+        orders,
+        rows,
+    };
+    // The profile comes from the median run of ours.
+    ours_runs.sort_by_key(|r| r.wall);
+    let mid = &ours_runs[ours_runs.len() / 2];
+    let profile = profile(data, mid);
+    let batches = plan.iter().map(Vec::len).sum::<usize>();
+    let results = SinkResults {
+        streams,
+        batches,
+        mean_batch_orders: n as f64 / batches as f64,
+        ours: rate(
+            ours_runs.iter().map(|r| r.wall.as_secs_f64()).collect(),
+            n,
+            rows,
+        ),
+        naive: rate(naive, naive_n as u64, naive_rows),
+        copy_1: rate(copy_1, n, rows),
+        copy_n: rate(copy_n, n, rows),
+        profile,
+    };
+    let db = keep.ok_or_else(|| anyhow::anyhow!("no sink run (repeat = 0?)"))?;
+    Ok((results, db))
+}
+
+/// Per-stage timers on one thread over the whole dataset.
+fn profile(data: &Dataset, run: &SinkRun) -> Profile {
+    let max = orders_domain::validation::DEFAULT_MAX_MESSAGE_BYTES;
+    let t = Instant::now();
+    let mut ok = 0usize;
+    for p in &data.payloads {
+        ok += usize::from(orders_domain::decode_order(Some(p), max).is_ok());
+    }
+    let decode_validate = t.elapsed();
+    assert_eq!(ok, data.payloads.len(), "generated orders are valid");
+    let t = Instant::now();
+    for o in &data.orders {
+        std::hint::black_box(orders_domain::validate_order(o).is_ok());
+    }
+    let validate = t.elapsed();
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    for o in &data.orders {
+        bytes += serde_json::to_vec(o).map(|v| v.len()).unwrap_or(0);
+    }
+    std::hint::black_box(bytes);
+    let cache_json = t.elapsed();
+    Profile {
+        cpu_secs: run.cpu,
+        wall_secs: run.wall.as_secs_f64(),
+        decode_validate_secs: decode_validate.as_secs_f64(),
+        validate_secs: validate.as_secs_f64(),
+        cache_json_secs: cache_json.as_secs_f64(),
+        prepare_secs: run.prepare.as_secs_f64(),
+        store_secs: run.store.as_secs_f64(),
+    }
+}

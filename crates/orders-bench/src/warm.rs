@@ -1,0 +1,111 @@
+//! Section 4 (warm-up and memory). Measured in a fresh child process (`orders-bench
+//! warm-probe`) so that the resident-memory difference is the cache's alone.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use orders_cache::DashCache;
+use orders_domain::{OrderCache, OrderRepository, QueryService};
+use orders_postgres::{PgConfig, PgRepository};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::rss_bytes;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WarmResults {
+    pub(crate) orders: usize,
+    /// `QueryService::warm_up` into an empty cache of that capacity.
+    pub(crate) warm_secs: f64,
+    /// Baseline: the same two queries the repository runs, rows fetched and dropped.
+    pub(crate) select_secs: f64,
+    pub(crate) rss_before: u64,
+    pub(crate) rss_after: u64,
+    /// Mean size of a cached order's JSON (the least the cache must hold).
+    pub(crate) json_bytes_per_order: f64,
+}
+
+impl WarmResults {
+    pub(crate) fn rss_per_order(&self) -> f64 {
+        self.rss_after.saturating_sub(self.rss_before) as f64 / self.orders as f64
+    }
+}
+
+/// The child's side: warm `count` orders from `config`'s database, print the results as JSON.
+pub(crate) async fn probe(config: &PgConfig, count: usize) -> anyhow::Result<WarmResults> {
+    let repo = PgRepository::connect(config).await?;
+    let sql = crate::db::client(config).await?;
+    let select = || async {
+        let limit = count as i64;
+        let tx_rows = sql
+            .query(
+                "SELECT o.order_uid, o.track_number, o.entry, o.locale, o.internal_signature,
+                        o.customer_id, o.delivery_service, o.shardkey, o.sm_id, o.date_created,
+                        o.oof_shard, d.name, d.phone, d.zip, d.city, d.address, d.region, d.email,
+                        p.transaction, p.request_id, p.currency, p.provider, p.amount,
+                        p.payment_dt, p.bank, p.delivery_cost, p.goods_total, p.custom_fee
+                 FROM orders o JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)
+                 ORDER BY o.ingest_seq DESC LIMIT $1",
+                &[&limit],
+            )
+            .await?
+            .len();
+        let item_rows = sql
+            .query(
+                "SELECT order_uid, chrt_id, track_number, price, rid, name, sale, size,
+                        total_price, nm_id, brand, status
+                 FROM items JOIN (SELECT order_uid FROM orders ORDER BY ingest_seq DESC LIMIT $1) r
+                 USING (order_uid) ORDER BY order_uid, position",
+                &[&limit],
+            )
+            .await?
+            .len();
+        anyhow::Ok(tx_rows + item_rows)
+    };
+    select().await?; // both measurements start from a warm database cache
+    let t = Instant::now();
+    select().await?;
+    let select_secs = t.elapsed().as_secs_f64();
+
+    let cache = Arc::new(DashCache::new(count));
+    let repo_dyn: Arc<dyn OrderRepository> = Arc::new(repo.clone());
+    let cache_dyn: Arc<dyn OrderCache> = cache.clone();
+    let query = QueryService::new(repo_dyn, cache_dyn);
+    let rss_before = rss_bytes();
+    let t = Instant::now();
+    let loaded = query.warm_up().await?;
+    let warm_secs = t.elapsed().as_secs_f64();
+    let rss_after = rss_bytes();
+    anyhow::ensure!(loaded == count, "warmed {loaded} of {count}");
+    let json = cache.stats().bytes;
+    repo.close();
+    Ok(WarmResults {
+        orders: loaded,
+        warm_secs,
+        select_secs,
+        rss_before,
+        rss_after,
+        json_bytes_per_order: json as f64 / loaded as f64,
+    })
+}
+
+/// The parent's side: runs the probe in a child process and reads its JSON line.
+pub(crate) fn run(config: &PgConfig, count: usize) -> anyhow::Result<WarmResults> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .args(["warm-probe", "--count", &count.to_string()])
+        .env("DB_HOST", &config.host)
+        .env("DB_PORT", config.port.to_string())
+        .env("DB_USER", &config.user)
+        .env("DB_PASSWORD", &config.password)
+        .env("DB_NAME", &config.dbname)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("starting the warm-up probe")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "warm-up probe failed ({})",
+        out.status
+    );
+    serde_json::from_slice(&out.stdout).context("reading the warm-up probe's result")
+}
