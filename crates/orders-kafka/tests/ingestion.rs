@@ -305,3 +305,60 @@ async fn orders_from_an_independent_python_client_are_ingested() {
         "spread over partitions"
     );
 }
+
+/// Orders the domain accepts but PostgreSQL refuses (a NUL character cannot be stored in
+/// `text`): each is isolated by bisecting its batch and recorded as `storage_refused` at its
+/// position; every other order of the batch is stored, and the offsets move past all of them.
+#[tokio::test]
+async fn orders_the_database_refuses_are_isolated_and_recorded() {
+    let (broker, topic) = (broker(), unique_topic("refused"));
+    let db = Db::new().await;
+    let p = producer(&broker, &topic).await;
+    let mut in_item = orders_domain::sample::mixed_order("refused-", 1_000);
+    in_item.items[0].name = "nul \u{0} in an item".into();
+    let mut in_order = orders_domain::sample::mixed_order("refused-", 1_001);
+    in_order.customer_id = "nul\u{0}".into();
+    for poison in [&in_item, &in_order] {
+        assert!(
+            orders_domain::validate_order(poison).is_ok(),
+            "the domain accepts it"
+        );
+    }
+    let mut values = orders("refused-", 40);
+    values.insert(13, Some(serde_json::to_vec(&in_item).unwrap()));
+    values.insert(29, Some(serde_json::to_vec(&in_order).unwrap()));
+    p.send_to(0, values).await.unwrap();
+    let consumer = start_consumer(&db.config, &broker, &topic).await;
+    db.wait_count(REJECTED, 2, 60).await;
+    db.wait_count(ORDERS, 40, 60).await;
+    let rows = db
+        .sql
+        .query(
+            "SELECT partition, \"offset\", reason, detail FROM rejected_messages ORDER BY \"offset\"",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, i64, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, 13, "storage_refused".to_owned()),
+            (0, 29, "storage_refused".to_owned())
+        ]
+    );
+    for r in &rows {
+        let detail: String = r.get(3);
+        assert!(!detail.is_empty(), "the reason says why");
+    }
+    assert_eq!(db.offsets(&topic).await, BTreeMap::from([(0, 42)]));
+    assert_eq!(
+        db.count("SELECT count(*) FROM orders WHERE order_uid IN ('refused-1000', 'refused-1001')")
+            .await,
+        0
+    );
+    consumer.stop().await;
+}

@@ -4,11 +4,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::pin_mut;
 use orders_domain::{
     AcceptedOrder, Delivery, Item, Order, OrderRepository, OrderSummary, Payment, Position,
     RejectReason, RejectedFilter, RejectedMessage, RepositoryError, StoreBatch, StoreOutcome,
 };
-use tokio_postgres::types::ToSql;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use crate::config::PgConfig;
@@ -95,23 +97,55 @@ SELECT a, b, c, d, e, f, g, h, i, j, k, $12::text, p, o FROM
 ON CONFLICT (order_uid) DO NOTHING
 RETURNING order_uid";
 
-const INSERT_DELIVERIES: &str = "
-INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[])";
+// The children of newly inserted orders go in with binary COPY: they cannot conflict (their
+// order row was inserted by this transaction), and COPY costs PostgreSQL the least per row.
+const COPY_DELIVERIES: &str = "COPY deliveries (order_uid, name, phone, zip, city, address, \
+    region, email) FROM STDIN (FORMAT binary)";
+const DELIVERY_TYPES: [Type; 8] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
 
-const INSERT_PAYMENTS: &str = "
-INSERT INTO payments (order_uid, transaction, request_id, currency, provider, amount, payment_dt,
-    bank, delivery_cost, goods_total, custom_fee)
-SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-                     $7::int8[], $8::text[], $9::int8[], $10::int8[], $11::int8[])";
+const COPY_PAYMENTS: &str = "COPY payments (order_uid, transaction, request_id, currency, \
+    provider, amount, payment_dt, bank, delivery_cost, goods_total, custom_fee) \
+    FROM STDIN (FORMAT binary)";
+const PAYMENT_TYPES: [Type; 11] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+];
 
-const INSERT_ITEMS: &str = "
-INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name, sale, size,
-    total_price, nm_id, brand, status)
-SELECT * FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::text[], $5::int8[], $6::text[],
-                     $7::text[], $8::int4[], $9::text[], $10::int8[], $11::int8[], $12::text[],
-                     $13::int4[])";
+const COPY_ITEMS: &str = "COPY items (order_uid, position, chrt_id, track_number, price, rid, \
+    name, sale, size, total_price, nm_id, brand, status) FROM STDIN (FORMAT binary)";
+const ITEM_TYPES: [Type; 13] = [
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT4,
+];
 
 const INSERT_REJECTED: &str = "
 INSERT INTO rejected_messages (topic, partition, \"offset\", reason, detail, payload)
@@ -187,113 +221,105 @@ async fn insert_children(
     if orders.is_empty() {
         return Ok(());
     }
-    let n = orders.len();
-    let uids: Vec<&str> = orders.iter().map(|a| a.order.order_uid.as_str()).collect();
-    let d = |f: fn(&Delivery) -> &str| -> Vec<&str> {
-        orders.iter().map(|a| f(&a.order.delivery)).collect()
-    };
-    let (names, phones, zips, cities) = (
-        d(|d| &d.name),
-        d(|d| &d.phone),
-        d(|d| &d.zip),
-        d(|d| &d.city),
-    );
-    let (addresses, regions, emails) = (d(|d| &d.address), d(|d| &d.region), d(|d| &d.email));
     let stmt = tx
-        .prepare_cached(INSERT_DELIVERIES)
+        .prepare_cached(COPY_DELIVERIES)
         .await
         .map_err(|e| map_pg("preparing deliveries", e))?;
-    let p: Params<'_> = vec![
-        &uids, &names, &phones, &zips, &cities, &addresses, &regions, &emails,
-    ];
-    tx.execute(&stmt, &p)
+    let sink = tx
+        .copy_in(&stmt)
         .await
-        .map_err(|e| map_pg("inserting deliveries", e))?;
+        .map_err(|e| map_pg("copying deliveries", e))?;
+    let w = BinaryCopyInWriter::new(sink, &DELIVERY_TYPES);
+    pin_mut!(w);
+    for a in orders {
+        let (o, d) = (&a.order, &a.order.delivery);
+        w.as_mut()
+            .write(&[
+                &o.order_uid,
+                &d.name,
+                &d.phone,
+                &d.zip,
+                &d.city,
+                &d.address,
+                &d.region,
+                &d.email,
+            ])
+            .await
+            .map_err(|e| map_pg("copying deliveries", e))?;
+    }
+    w.finish()
+        .await
+        .map_err(|e| map_pg("copying deliveries", e))?;
 
-    let ps = |f: fn(&Payment) -> &str| -> Vec<&str> {
-        orders.iter().map(|a| f(&a.order.payment)).collect()
-    };
-    let pi = |f: fn(&Payment) -> i64| -> Vec<i64> {
-        orders.iter().map(|a| f(&a.order.payment)).collect()
-    };
-    let (tx_ids, req_ids, currencies, providers, banks) = (
-        ps(|p| &p.transaction),
-        ps(|p| &p.request_id),
-        ps(|p| &p.currency),
-        ps(|p| &p.provider),
-        ps(|p| &p.bank),
-    );
-    let (amounts, dts, costs, goods, fees) = (
-        pi(|p| p.amount),
-        pi(|p| p.payment_dt),
-        pi(|p| p.delivery_cost),
-        pi(|p| p.goods_total),
-        pi(|p| p.custom_fee),
-    );
     let stmt = tx
-        .prepare_cached(INSERT_PAYMENTS)
+        .prepare_cached(COPY_PAYMENTS)
         .await
         .map_err(|e| map_pg("preparing payments", e))?;
-    let p: Params<'_> = vec![
-        &uids,
-        &tx_ids,
-        &req_ids,
-        &currencies,
-        &providers,
-        &amounts,
-        &dts,
-        &banks,
-        &costs,
-        &goods,
-        &fees,
-    ];
-    tx.execute(&stmt, &p)
+    let sink = tx
+        .copy_in(&stmt)
         .await
-        .map_err(|e| map_pg("inserting payments", e))?;
-
-    let total_items: usize = orders.iter().map(|a| a.order.items.len()).sum();
-    let mut it_uid = Vec::with_capacity(total_items);
-    let mut it_pos = Vec::with_capacity(total_items);
-    let mut chrt = Vec::with_capacity(total_items);
-    let mut track = Vec::with_capacity(total_items);
-    let mut price = Vec::with_capacity(total_items);
-    let mut rid = Vec::with_capacity(total_items);
-    let mut name = Vec::with_capacity(total_items);
-    let mut sale = Vec::with_capacity(total_items);
-    let mut size = Vec::with_capacity(total_items);
-    let mut total = Vec::with_capacity(total_items);
-    let mut nm = Vec::with_capacity(total_items);
-    let mut brand = Vec::with_capacity(total_items);
-    let mut status = Vec::with_capacity(total_items);
+        .map_err(|e| map_pg("copying payments", e))?;
+    let w = BinaryCopyInWriter::new(sink, &PAYMENT_TYPES);
+    pin_mut!(w);
     for a in orders {
-        for (i, it) in a.order.items.iter().enumerate() {
-            it_uid.push(a.order.order_uid.as_str());
-            it_pos.push(i as i32);
-            chrt.push(it.chrt_id);
-            track.push(it.track_number.as_str());
-            price.push(it.price);
-            rid.push(it.rid.as_str());
-            name.push(it.name.as_str());
-            sale.push(it.sale);
-            size.push(it.size.as_str());
-            total.push(it.total_price);
-            nm.push(it.nm_id);
-            brand.push(it.brand.as_str());
-            status.push(it.status);
-        }
+        let (o, p) = (&a.order, &a.order.payment);
+        w.as_mut()
+            .write(&[
+                &o.order_uid,
+                &p.transaction,
+                &p.request_id,
+                &p.currency,
+                &p.provider,
+                &p.amount,
+                &p.payment_dt,
+                &p.bank,
+                &p.delivery_cost,
+                &p.goods_total,
+                &p.custom_fee,
+            ])
+            .await
+            .map_err(|e| map_pg("copying payments", e))?;
     }
+    w.finish()
+        .await
+        .map_err(|e| map_pg("copying payments", e))?;
+
     let stmt = tx
-        .prepare_cached(INSERT_ITEMS)
+        .prepare_cached(COPY_ITEMS)
         .await
         .map_err(|e| map_pg("preparing items", e))?;
-    let p: Params<'_> = vec![
-        &it_uid, &it_pos, &chrt, &track, &price, &rid, &name, &sale, &size, &total, &nm, &brand,
-        &status,
-    ];
-    tx.execute(&stmt, &p)
+    let sink = tx
+        .copy_in(&stmt)
         .await
-        .map_err(|e| map_pg("inserting items", e))?;
-    debug_assert!(n > 0);
+        .map_err(|e| map_pg("copying items", e))?;
+    let w = BinaryCopyInWriter::new(sink, &ITEM_TYPES);
+    pin_mut!(w);
+    for a in orders {
+        let o = &a.order;
+        for (i, it) in o.items.iter().enumerate() {
+            // The index in the message; MAX_ITEMS keeps it far inside i32.
+            let position = i as i32;
+            w.as_mut()
+                .write(&[
+                    &o.order_uid,
+                    &position,
+                    &it.chrt_id,
+                    &it.track_number,
+                    &it.price,
+                    &it.rid,
+                    &it.name,
+                    &it.sale,
+                    &it.size,
+                    &it.total_price,
+                    &it.nm_id,
+                    &it.brand,
+                    &it.status,
+                ])
+                .await
+                .map_err(|e| map_pg("copying items", e))?;
+        }
+    }
+    w.finish().await.map_err(|e| map_pg("copying items", e))?;
     Ok(())
 }
 
