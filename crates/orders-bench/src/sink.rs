@@ -100,7 +100,7 @@ pub(crate) async fn ours(
                 let prepared = ingest.prepare("bench", batch);
                 prepare += t.elapsed();
                 let t = Instant::now();
-                let report = ingest.store(prepared).await?;
+                let report = ingest.store(&prepared).await?;
                 store += t.elapsed();
                 anyhow::ensure!(
                     report.rejected.is_empty(),

@@ -109,9 +109,10 @@ impl IngestService {
         }
     }
 
-    /// Stores a prepared batch and, once committed, caches its new orders.
-    pub async fn store(&self, batch: StoreBatch) -> Result<IngestReport, RepositoryError> {
-        let outcome = self.repo.store_batch(&batch).await?;
+    /// Stores a prepared batch and, once committed, caches its new orders. Borrowed, so that
+    /// a caller retrying after a transient failure does not copy the batch.
+    pub async fn store(&self, batch: &StoreBatch) -> Result<IngestReport, RepositoryError> {
+        let outcome = self.repo.store_batch(batch).await?;
         let mut rejected: BTreeMap<RejectReason, usize> = BTreeMap::new();
         for r in &batch.rejections {
             *rejected.entry(r.reason).or_default() += 1;
@@ -145,7 +146,7 @@ impl IngestService {
         Ok(IngestReport {
             stored: outcome.stored.len(),
             rejected,
-            offsets: batch.offsets,
+            offsets: batch.offsets.clone(),
         })
     }
 
@@ -155,7 +156,7 @@ impl IngestService {
         topic: &str,
         batch: FetchedBatch,
     ) -> Result<IngestReport, RepositoryError> {
-        self.store(self.prepare(topic, batch)).await
+        self.store(&self.prepare(topic, batch)).await
     }
 
     /// Re-validates stored rejected payloads with the current rules. Each now-valid message

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -206,9 +207,14 @@ impl Consumer {
                 return;
             };
             let mut backoff = Backoff::new(&self.config);
+            // The fetch of the next batch, started while the previous one was being stored.
+            let mut ahead: Option<Fetch<'_>> = None;
             loop {
+                let fetch = ahead
+                    .take()
+                    .unwrap_or_else(|| self.source.fetch(partition, offset));
                 let fetched = tokio::select! {
-                    r = self.source.fetch(partition, offset) => r,
+                    r = fetch => r,
                     _ = shutdown.wait_for(|s| *s) => return,
                 };
                 let batch = match fetched {
@@ -236,12 +242,29 @@ impl Consumer {
                     continue;
                 }
                 let next = batch.next_offset;
-                // Once fetched, a batch is stored before shutdown is honoured: it commits or
-                // (on shutdown during a retry wait) is dropped uncommitted, never half-stored.
-                if !self.store(batch, &mut shutdown).await {
+                // Fetch the next batch while this one is stored, so that the broker and the
+                // database work at the same time. Nothing is committed out of order: the
+                // fetched batch is only stored after this one. Once fetched, a batch is stored
+                // before shutdown is honoured: it commits or (on shutdown during a retry wait)
+                // is dropped uncommitted, never half-stored.
+                let mut next_fetch = self.source.fetch(partition, next);
+                let mut next_result = None;
+                let store = self.store(batch, &mut shutdown);
+                tokio::pin!(store);
+                let stored = loop {
+                    tokio::select! {
+                        ok = &mut store => break ok,
+                        r = &mut next_fetch, if next_result.is_none() => next_result = Some(r),
+                    }
+                };
+                if !stored {
                     return;
                 }
                 offset = next;
+                ahead = Some(match next_result {
+                    Some(r) => Box::pin(std::future::ready(r)),
+                    None => next_fetch,
+                });
                 if let Some(m) = &self.metrics {
                     m.next_offset.with_label_values(&[&label]).set(offset);
                 }
@@ -270,12 +293,7 @@ impl Consumer {
             let mut backoff = Backoff::new(&self.config);
             loop {
                 let started = Instant::now();
-                match self
-                    .ingest
-                    .store(prepared.clone())
-                    .instrument(span.clone())
-                    .await
-                {
+                match self.ingest.store(&prepared).instrument(span.clone()).await {
                     Ok(report) => {
                         if let Some(m) = &self.metrics {
                             m.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -324,6 +342,9 @@ impl Consumer {
         true
     }
 }
+
+/// A fetch in flight (what the source's async-trait `fetch` returns).
+type Fetch<'a> = Pin<Box<dyn Future<Output = Result<FetchedBatch, SourceError>> + Send + 'a>>;
 
 fn split(batch: FetchedBatch) -> (FetchedBatch, FetchedBatch) {
     let mut records = batch.records;
