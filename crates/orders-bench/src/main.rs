@@ -51,12 +51,15 @@ struct Cli {
     /// Orders produced to the broker for the end-to-end section.
     #[arg(long, default_value_t = 100_000)]
     e2e_orders: usize,
-    /// Seconds of measured load per read endpoint.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds of measured load per read endpoint and round.
+    #[arg(long, default_value_t = 3.0)]
     read_secs: f64,
     /// Seconds of unmeasured load before each read measurement.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 0.5)]
     read_warmup_secs: f64,
+    /// Rounds over all read endpoints (interleaved; the median round is reported).
+    #[arg(long, default_value_t = 3)]
+    read_rounds: usize,
     /// Concurrent connections of the load generator.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -103,13 +106,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let _ = dotenvy::from_filename("config.env");
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "orders_bench=info,warn".into()),
-        )
-        .init();
+    // The service's own subscriber and level (LOG_LEVEL, info by default): its spans and
+    // events cost what they cost in production.
+    orders_app::telemetry::init(&cli.settings.log_level, cli.settings.log_format);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async_main(cli))
 }
@@ -202,7 +201,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             duration: Duration::from_secs_f64(cli.read_secs),
             max_requests_per_connection: 10_000_000,
         };
-        results.reads = Some(reads::run(&cli.settings, &admin, &data.orders, &load).await?);
+        results.reads =
+            Some(reads::run(&cli.settings, &admin, &data.orders, &load, cli.read_rounds).await?);
     }
     results.total_secs = started.elapsed().as_secs_f64();
 

@@ -173,20 +173,21 @@ pub(crate) fn markdown(r: &Results) -> String {
     if let Some(rd) = &r.reads {
         let _ = writeln!(
             s,
-            "#### 3. Reads ({} connections, {} server workers, {:.1} s each, own load generator on 1 thread)\n\n\
-             | endpoint | requests/s | p50 µs | p99 µs | vs bare static 200 | unexpected |\n\
-             |---|---:|---:|---:|---:|---:|",
-            rd.connections, rd.workers, rd.bare_static.secs
+            "#### 3. Reads ({} connections, {} server workers, median of {} interleaved rounds of {:.1} s, own load generator on 1 thread)\n\n\
+             | endpoint | requests/s | p50 µs | p99 µs | vs bare static 200 | server CPU µs/request | unexpected |\n\
+             |---|---:|---:|---:|---:|---:|---:|",
+            rd.connections, rd.workers, rd.rounds, rd.bare_static.secs
         );
         let base = rd.bare_static.rps();
         let row = |s: &mut String, name: &str, l: &LoadResult| {
             let _ = writeln!(
                 s,
-                "| {name} | {} | {} | {} | {:.2} | {} |",
+                "| {name} | {} | {} | {} | {:.2} | {:.1} | {} |",
                 n(l.rps()),
                 l.p50_us,
                 l.p99_us,
                 l.rps() / base,
+                l.server_cpu_us_per_request,
                 l.unexpected
             );
         };
@@ -217,9 +218,11 @@ pub(crate) fn markdown(r: &Results) -> String {
         row(&mut s, "service `GET /` (the page)", &rd.page);
         let _ = writeln!(
             s,
-            "\nCached reads = **{:.2} of the bare static 200**, {:.2} of bare DashMap lookup.\n",
+            "\nCached reads = **{:.2} of the bare static 200**, {:.2} of bare DashMap lookup; \
+             server CPU per cached read {:.2}x the bare DashMap lookup's.\n",
             rd.cached.rps() / base,
-            rd.cached.rps() / rd.bare_dashmap.rps()
+            rd.cached.rps() / rd.bare_dashmap.rps(),
+            rd.cached.server_cpu_us_per_request / rd.bare_dashmap.server_cpu_us_per_request
         );
     }
     if let Some(w) = &r.warmup {

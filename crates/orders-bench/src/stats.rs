@@ -5,7 +5,16 @@ use serde::Serialize;
 /// User + system CPU seconds of this process so far (`/proc/self/stat`, clock ticks of 1/100 s
 /// as on every Linux this runs on); 0 where /proc is missing.
 pub(crate) fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    proc_cpu_seconds("/proc/self/stat")
+}
+
+/// User + system CPU seconds of the calling thread.
+pub(crate) fn thread_cpu_seconds() -> f64 {
+    proc_cpu_seconds("/proc/thread-self/stat")
+}
+
+fn proc_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // Fields after the command name (which may hold spaces) start at state = field 3.
