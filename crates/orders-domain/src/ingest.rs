@@ -4,8 +4,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::error::RepositoryError;
 use crate::ports::{
     AcceptedOrder, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
@@ -136,10 +134,8 @@ impl IngestService {
             .iter()
             .filter(|a| stored.contains(a.order.order_uid.as_str()))
         {
-            match serde_json::to_vec(&accepted.order) {
-                Ok(json) => self
-                    .cache
-                    .insert(&accepted.order.order_uid, Bytes::from(json)),
+            match accepted.order.to_json_bytes() {
+                Ok(json) => self.cache.insert(&accepted.order.order_uid, json),
                 Err(e) => tracing::error!(error = %e, "cannot serialize a stored order"),
             }
         }

@@ -21,7 +21,7 @@ pub use model::{Delivery, Item, Order, OrderSummary, Payment};
 pub use ports::{
     AcceptedOrder, CacheStats, FetchedBatch, OrderCache, OrderRepository, OrderSource,
     PartitionOffset, Position, RawMessage, RejectedFilter, RejectedMessage, Rejection, StartOffset,
-    StoreBatch, StoreOutcome,
+    StoreBatch, StoreOutcome, StoreSeq,
 };
 pub use query::QueryService;
 pub use validation::{

@@ -95,6 +95,11 @@ pub struct RejectedFilter {
 }
 
 /// Durable storage of orders, rejections and consumer offsets.
+/// Where an order stands in storage order (higher = stored later): a cursor for paging
+/// through [`OrderRepository::recent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StoreSeq(pub i64);
+
 #[async_trait]
 pub trait OrderRepository: Send + Sync + std::fmt::Debug {
     /// Stores a whole batch atomically: all of it or, on any error, none of it (no order, no
@@ -117,8 +122,14 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
     /// The stored order with this uid, exactly as it was stored, or `None`.
     async fn get(&self, order_uid: &str) -> Result<Option<Order>, RepositoryError>;
 
-    /// Up to `limit` orders, most recently stored first.
-    async fn recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError>;
+    /// Up to `limit` orders stored before `before` (from the newest when `None`), most
+    /// recently stored first, each with its [`StoreSeq`]: the last one's is the next page's
+    /// `before` (keyset paging, so a page costs the same however deep it is).
+    async fn recent(
+        &self,
+        before: Option<StoreSeq>,
+        limit: usize,
+    ) -> Result<Vec<(StoreSeq, Order)>, RepositoryError>;
 
     /// Like [`Self::recent`], but only a summary of each.
     async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError>;

@@ -13,6 +13,9 @@ use crate::validation::is_valid_order_uid;
 /// Most summaries one call returns.
 pub const MAX_RECENT: usize = 500;
 
+/// Orders read per repository call during warm-up.
+pub const WARM_PAGE: usize = 1_000;
+
 /// Reads orders for the API.
 #[derive(Debug, Clone)]
 pub struct QueryService {
@@ -38,10 +41,9 @@ impl QueryService {
             .get(order_uid)
             .await?
             .ok_or(QueryError::NotFound)?;
-        let json = Bytes::from(
-            serde_json::to_vec(&order)
-                .map_err(|e| RepositoryError::other("serializing a stored order", e))?,
-        );
+        let json = order
+            .to_json_bytes()
+            .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
         self.cache.insert(order_uid, json.clone());
         Ok(json)
     }
@@ -64,14 +66,32 @@ impl QueryService {
 
     /// Loads the most recent orders (up to the cache's capacity) into the cache, oldest first
     /// so that the newest are the last to be evicted. Returns how many were loaded.
+    ///
+    /// Reads in pages of [`WARM_PAGE`] orders and keeps only their JSON (what the cache holds
+    /// anyway), so memory never holds more than one page of decoded orders.
     pub async fn warm_up(&self) -> Result<usize, RepositoryError> {
         let started = Instant::now();
-        let orders = self.repo.recent(self.cache.capacity()).await?;
-        let loaded = orders.len();
-        for order in orders.iter().rev() {
-            let json = serde_json::to_vec(order)
-                .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
-            self.cache.insert(&order.order_uid, Bytes::from(json));
+        let capacity = self.cache.capacity();
+        let mut newest_first: Vec<(String, Bytes)> = Vec::new();
+        let mut before = None;
+        while newest_first.len() < capacity {
+            let want = WARM_PAGE.min(capacity - newest_first.len());
+            let page = self.repo.recent(before, want).await?;
+            let got = page.len();
+            before = page.last().map(|(seq, _)| *seq);
+            for (_, order) in page {
+                let json = order
+                    .to_json_bytes()
+                    .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
+                newest_first.push((order.order_uid, json));
+            }
+            if got < want {
+                break;
+            }
+        }
+        let loaded = newest_first.len();
+        for (uid, json) in newest_first.into_iter().rev() {
+            self.cache.insert(&uid, json);
         }
         self.cache.mark_warmed(loaded, started.elapsed());
         Ok(loaded)

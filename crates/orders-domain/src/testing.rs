@@ -15,14 +15,14 @@ use crate::error::RepositoryError;
 use crate::model::{Order, OrderSummary};
 use crate::ports::{
     CacheStats, OrderCache, OrderRepository, RejectedFilter, RejectedMessage, StoreBatch,
-    StoreOutcome,
+    StoreOutcome, StoreSeq,
 };
 use crate::validation::RejectReason;
 
 #[derive(Debug, Default)]
 struct MemState {
-    orders: HashMap<String, (u64, Order)>,
-    seq: u64,
+    orders: HashMap<String, (i64, Order)>,
+    seq: i64,
     offsets: BTreeMap<(String, i32), i64>,
     rejected: Vec<RejectedMessage>,
     next_rejected_id: i64,
@@ -145,23 +145,32 @@ impl OrderRepository for InMemoryRepository {
         Ok(self.check()?.orders.get(order_uid).map(|(_, o)| o.clone()))
     }
 
-    async fn recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError> {
+    async fn recent(
+        &self,
+        before: Option<StoreSeq>,
+        limit: usize,
+    ) -> Result<Vec<(StoreSeq, Order)>, RepositoryError> {
         let st = self.check()?;
-        let mut all: Vec<_> = st.orders.values().collect();
+        let before = before.map_or(i64::MAX, |s| s.0);
+        let mut all: Vec<_> = st
+            .orders
+            .values()
+            .filter(|(seq, _)| *seq < before)
+            .collect();
         all.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         Ok(all
             .into_iter()
             .take(limit)
-            .map(|(_, o)| o.clone())
+            .map(|(seq, o)| (StoreSeq(*seq), o.clone()))
             .collect())
     }
 
     async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError> {
         Ok(self
-            .recent(limit)
+            .recent(None, limit)
             .await?
             .into_iter()
-            .map(|o| OrderSummary {
+            .map(|(_, o)| OrderSummary {
                 items: o.items.len() as i64,
                 amount: o.payment.amount,
                 currency: o.payment.currency.clone(),
@@ -372,7 +381,7 @@ pub mod conformance {
         assert!(out.stored.is_empty(), "nothing new is stored: {out:?}");
         assert_eq!(out.duplicates.len(), 2);
         assert_eq!(repo.get(&order.order_uid).await.unwrap(), Some(order));
-        assert_eq!(repo.recent(10).await.unwrap().len(), 1);
+        assert_eq!(repo.recent(None, 10).await.unwrap().len(), 1);
         let dups = repo
             .rejected(&RejectedFilter {
                 reason: Some(RejectReason::Duplicate),
@@ -431,7 +440,7 @@ pub mod conformance {
             .unwrap()
             .is_empty()
         );
-        assert_eq!(repo.recent(10).await.unwrap().len(), 1);
+        assert_eq!(repo.recent(None, 10).await.unwrap().len(), 1);
     }
 
     /// Rejections and offsets are stored with the orders.
@@ -535,14 +544,19 @@ pub mod conformance {
                 .await
                 .unwrap();
         }
-        let uids: Vec<_> = repo
-            .recent(3)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.order_uid)
-            .collect();
+        let page = repo.recent(None, 3).await.unwrap();
+        let uids: Vec<_> = page.iter().map(|(_, o)| o.order_uid.as_str()).collect();
         assert_eq!(uids, vec!["recent-4", "recent-3", "recent-2"]);
+        assert!(page.windows(2).all(|w| w[0].0 > w[1].0), "newest first");
+        // The next page starts below the last one's position and ends at the oldest.
+        let next = repo.recent(Some(page[2].0), 3).await.unwrap();
+        let uids: Vec<_> = next.iter().map(|(_, o)| o.order_uid.as_str()).collect();
+        assert_eq!(uids, vec!["recent-1", "recent-0"]);
+        assert_eq!(
+            next[0].1,
+            generated_order("recent-", 1, 2),
+            "whole order, items included"
+        );
         let sums = repo.recent_summaries(2).await.unwrap();
         assert_eq!(sums.len(), 2);
         assert_eq!(sums[0].order_uid, "recent-4");
@@ -551,7 +565,7 @@ pub mod conformance {
             sums[0].amount,
             generated_order("recent-", 4, 5).payment.amount
         );
-        assert_eq!(repo.recent(100).await.unwrap().len(), 5);
+        assert_eq!(repo.recent(None, 100).await.unwrap().len(), 5);
         repo.ping().await.unwrap();
     }
 

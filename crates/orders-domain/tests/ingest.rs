@@ -126,7 +126,7 @@ async fn a_failed_store_moves_nothing_and_caches_nothing() {
     assert!(repo.stored_offsets("t").await.unwrap().is_empty());
     // Retrying the same batch afterwards stores it once.
     assert_eq!(ingest.ingest("t", batch.clone()).await.unwrap().stored, 1);
-    assert_eq!(repo.recent(10).await.unwrap().len(), 1);
+    assert_eq!(repo.recent(None, 10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -205,4 +205,43 @@ async fn warm_up_loads_the_newest_up_to_capacity() {
 mod conformance_in_memory {
     use super::*;
     orders_domain::repository_conformance_tests!(async { InMemoryRepository::new() });
+}
+
+/// Warm-up reads page by page (2,500 stored, capacity 2,100: three pages of up to 1,000) and
+/// still loads exactly the newest, oldest first: the next insert evicts the oldest of them.
+#[tokio::test]
+async fn warm_up_pages_through_the_newest_and_inserts_them_oldest_first() {
+    let repo = Arc::new(InMemoryRepository::new());
+    let records: Vec<RawMessage> = (0..2_500)
+        .map(|i| msg(i, Some(&json(&generated_order("w", i as u64, 1)))))
+        .collect();
+    IngestService::new(repo.clone(), Arc::new(InMemoryCache::new(1)))
+        .ingest(
+            "t",
+            FetchedBatch {
+                partition: 0,
+                records,
+                next_offset: 2_500,
+                high_watermark: 2_500,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        2_100 > orders_domain::query::WARM_PAGE * 2,
+        "more than two pages"
+    );
+    let cache = Arc::new(InMemoryCache::new(2_100));
+    let query = QueryService::new(repo, cache.clone());
+    assert_eq!(query.warm_up().await.unwrap(), 2_100);
+    assert!(cache.get("w399").is_none(), "older than the newest 2,100");
+    assert!(cache.get("w400").is_some() && cache.get("w2499").is_some());
+    let stored = cache.get("w1234").unwrap();
+    assert_eq!(stored, Bytes::from(json(&generated_order("w", 1234, 1))));
+    cache.insert("new", Bytes::from_static(b"{}"));
+    assert!(
+        cache.get("w400").is_none(),
+        "the oldest loaded is evicted first"
+    );
+    assert!(cache.get("w401").is_some());
 }

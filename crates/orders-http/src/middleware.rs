@@ -61,35 +61,41 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
-        // Keep a caller's id (a proxy's) so logs line up across services.
+        // Keep a caller's id (a proxy's) so logs line up across services; otherwise a number
+        // of our own. Either way a `HeaderValue` built once: no string formatting per request.
         let id = req
             .headers()
             .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 64)
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("{:x}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
-        let span = tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.path());
+            .filter(|v| v.len() <= 64 && v.to_str().is_ok())
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from(NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+        let span = tracing::info_span!(
+            "http",
+            request_id = id.to_str().unwrap_or_default(),
+            method = %req.method(),
+            path = req.path()
+        );
         let metrics = self.metrics.clone();
         let fut = self.service.call(req);
         Box::pin(
             async move {
                 let mut res = fut.await?;
                 let status = res.status();
-                let route = res
-                    .request()
-                    .match_pattern()
-                    .unwrap_or_else(|| "unmatched".into());
-                let method = res.request().method().as_str().to_owned();
-                let labels = [route.as_str(), method.as_str(), status.as_str()];
-                metrics.requests.with_label_values(&labels).inc();
-                metrics
-                    .latency
-                    .with_label_values(&labels)
-                    .observe(started.elapsed().as_secs_f64());
-                if let Ok(v) = HeaderValue::from_str(&id) {
-                    res.headers_mut().insert(REQUEST_ID, v);
+                {
+                    let req = res.request();
+                    let route = req.match_pattern();
+                    let labels = [
+                        route.as_deref().unwrap_or("unmatched"),
+                        req.method().as_str(),
+                        status.as_str(),
+                    ];
+                    metrics.requests.with_label_values(&labels).inc();
+                    metrics
+                        .latency
+                        .with_label_values(&labels)
+                        .observe(started.elapsed().as_secs_f64());
                 }
+                res.headers_mut().insert(REQUEST_ID, id);
                 tracing::debug!(
                     status = status.as_u16(),
                     micros = started.elapsed().as_micros() as u64,

@@ -8,6 +8,7 @@ use futures::pin_mut;
 use orders_domain::{
     AcceptedOrder, Delivery, Item, Order, OrderRepository, OrderSummary, Payment, Position,
     RejectReason, RejectedFilter, RejectedMessage, RepositoryError, StoreBatch, StoreOutcome,
+    StoreSeq,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -158,13 +159,16 @@ SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[]) AS u
 ON CONFLICT (topic, partition) DO UPDATE
     SET next_offset = EXCLUDED.next_offset, updated_at = now()";
 
+/// Columns of `order_from_row`; the number of them is the index of any column added after.
+const ORDER_COLUMNS: usize = 28;
 const SELECT_ORDER_COLUMNS: &str = "
 SELECT o.order_uid, o.track_number, o.entry, o.locale, o.internal_signature, o.customer_id,
        o.delivery_service, o.shardkey, o.sm_id, o.date_created, o.oof_shard,
        d.name, d.phone, d.zip, d.city, d.address, d.region, d.email,
        p.transaction, p.request_id, p.currency, p.provider, p.amount, p.payment_dt, p.bank,
-       p.delivery_cost, p.goods_total, p.custom_fee
-FROM orders o JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)";
+       p.delivery_cost, p.goods_total, p.custom_fee";
+const FROM_ORDERS: &str =
+    "FROM orders o JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)";
 
 const SELECT_ITEM_COLUMNS: &str = "
 SELECT order_uid, chrt_id, track_number, price, rid, name, sale, size, total_price, nm_id, brand,
@@ -506,7 +510,7 @@ impl OrderRepository for PgRepository {
 
     async fn get(&self, order_uid: &str) -> Result<Option<Order>, RepositoryError> {
         let client = self.pool.get().await.map_err(map_pool)?;
-        let q = format!("{SELECT_ORDER_COLUMNS} WHERE o.order_uid = $1");
+        let q = format!("{SELECT_ORDER_COLUMNS} {FROM_ORDERS} WHERE o.order_uid = $1");
         let stmt = client
             .prepare_cached(&q)
             .await
@@ -534,8 +538,13 @@ impl OrderRepository for PgRepository {
         Ok(Some(order))
     }
 
-    async fn recent(&self, limit: usize) -> Result<Vec<Order>, RepositoryError> {
+    async fn recent(
+        &self,
+        before: Option<StoreSeq>,
+        limit: usize,
+    ) -> Result<Vec<(StoreSeq, Order)>, RepositoryError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let before = before.map_or(i64::MAX, |s| s.0);
         let mut client = self.pool.get().await.map_err(map_pool)?;
         // One snapshot for both queries, so every order comes with exactly its items.
         let tx = client
@@ -545,18 +554,25 @@ impl OrderRepository for PgRepository {
             .start()
             .await
             .map_err(|e| map_pg("starting a read transaction", e))?;
-        let q = format!("{SELECT_ORDER_COLUMNS} ORDER BY o.ingest_seq DESC LIMIT $1");
-        let rows = tx
-            .query(&q, &[&limit])
-            .await
-            .map_err(|e| map_pg("reading recent orders", e))?;
-        let mut orders: Vec<Order> = rows.iter().map(order_from_row).collect();
         let q = format!(
-            "{SELECT_ITEM_COLUMNS} JOIN (SELECT order_uid FROM orders ORDER BY ingest_seq DESC LIMIT $1) r
-             USING (order_uid) ORDER BY order_uid, position"
+            "{SELECT_ORDER_COLUMNS}, o.ingest_seq {FROM_ORDERS}
+             WHERE o.ingest_seq < $2 ORDER BY o.ingest_seq DESC LIMIT $1"
         );
         let rows = tx
-            .query(&q, &[&limit])
+            .query(&q, &[&limit, &before])
+            .await
+            .map_err(|e| map_pg("reading recent orders", e))?;
+        let mut orders: Vec<(StoreSeq, Order)> = rows
+            .iter()
+            .map(|r| (StoreSeq(r.get(ORDER_COLUMNS)), order_from_row(r)))
+            .collect();
+        drop(rows);
+        // By the page's uids: an index lookup per order, whatever the plan for the page.
+        let uids: Vec<&str> = orders.iter().map(|(_, o)| o.order_uid.as_str()).collect();
+        let q =
+            format!("{SELECT_ITEM_COLUMNS} WHERE order_uid = ANY($1) ORDER BY order_uid, position");
+        let rows = tx
+            .query(&q, &[&uids])
             .await
             .map_err(|e| map_pg("reading recent items", e))?;
         let mut by_uid: std::collections::HashMap<String, Vec<Item>> =
@@ -565,7 +581,8 @@ impl OrderRepository for PgRepository {
             let (uid, item) = item_from_row(row);
             by_uid.entry(uid).or_default().push(item);
         }
-        for o in &mut orders {
+        drop(uids);
+        for (_, o) in &mut orders {
             o.items = by_uid.remove(&o.order_uid).unwrap_or_default();
         }
         tx.commit()
