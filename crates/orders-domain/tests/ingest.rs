@@ -227,10 +227,12 @@ async fn warm_up_pages_through_the_newest_and_inserts_them_oldest_first() {
         )
         .await
         .unwrap();
-    assert!(
-        2_100 > orders_domain::query::WARM_PAGE * 2,
-        "more than two pages"
-    );
+    const {
+        assert!(
+            2_100 > orders_domain::query::WARM_PAGE * 2,
+            "more than two pages"
+        )
+    };
     let cache = Arc::new(InMemoryCache::new(2_100));
     let query = QueryService::new(repo, cache.clone());
     assert_eq!(query.warm_up().await.unwrap(), 2_100);
