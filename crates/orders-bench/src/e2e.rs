@@ -12,6 +12,7 @@ use orders_kafka::{KafkaConfig, KafkaSource, OrderProducer};
 use serde::Serialize;
 
 use crate::db::{self, BenchDb};
+use crate::stats::CpuSplit;
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct E2eResults {
@@ -23,6 +24,10 @@ pub(crate) struct E2eResults {
     pub(crate) raw_fetches: u64,
     /// From `Application::build` until the stored offsets reach the end of every partition.
     pub(crate) service_secs: f64,
+    /// CPU seconds of the broker, the database and the service during the raw fetch.
+    pub(crate) raw_fetch_cpu: CpuSplit,
+    /// The same during the service's run.
+    pub(crate) service_cpu: CpuSplit,
 }
 
 impl E2eResults {
@@ -70,6 +75,7 @@ pub(crate) async fn run(
     tracing::info!("end to end: broker raw fetch");
     let source = KafkaSource::connect(kafka.clone()).await?;
     let partitions = source.partitions().await?;
+    let cpu = CpuSplit::now();
     let started = Instant::now();
     let per_partition = try_join_all(partitions.iter().map(|&p| {
         let source = &source;
@@ -88,6 +94,7 @@ pub(crate) async fn run(
     }))
     .await?;
     let raw_fetch_secs = started.elapsed().as_secs_f64();
+    let raw_fetch_cpu = CpuSplit::now().since(cpu);
     let fetched: u64 = per_partition.iter().map(|r| r.0).sum();
     anyhow::ensure!(
         fetched == payloads.len() as u64,
@@ -108,6 +115,7 @@ pub(crate) async fn run(
         ..base.clone()
     };
     let want = payloads.len() as i64;
+    let cpu = CpuSplit::now();
     let started = Instant::now();
     let app = Application::build(settings).await?;
     let shutdown = app.shutdown_handle();
@@ -130,6 +138,7 @@ pub(crate) async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let service_secs = started.elapsed().as_secs_f64();
+    let service_cpu = CpuSplit::now().since(cpu);
     shutdown.shutdown();
     task.await??;
     let stored: i64 = sql
@@ -146,5 +155,7 @@ pub(crate) async fn run(
         raw_fetch_secs,
         raw_fetches: per_partition.iter().map(|r| r.1).sum(),
         service_secs,
+        raw_fetch_cpu,
+        service_cpu,
     })
 }

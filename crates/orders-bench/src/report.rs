@@ -169,6 +169,22 @@ pub(crate) fn markdown(r: &Results) -> String {
             e.produce_secs,
             n(e.orders as f64 / e.produce_secs),
         );
+        let (f, v) = (&e.raw_fetch_cpu, &e.service_cpu);
+        let _ = writeln!(
+            s,
+            "CPU seconds used meanwhile ({} cores in all): raw fetch: broker {:.1}, database {:.1}, \
+             bench process {:.1}; service run: broker {:.1}, database {:.1}, service {:.1} \
+             (total {:.1} of {:.1} available).\n",
+            r.machine.cores,
+            f.broker,
+            f.database,
+            f.this_process,
+            v.broker,
+            v.database,
+            v.this_process,
+            v.broker + v.database + v.this_process,
+            e.service_secs * r.machine.cores as f64,
+        );
     }
     if let Some(rd) = &r.reads {
         let _ = writeln!(

@@ -30,6 +30,64 @@ fn proc_cpu_seconds(path: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds used so far by every process whose command name is `comm` (e.g. `postgres`,
+/// `tansu`), counting reaped children too (`cutime`, `cstime`), so that a database backend
+/// that exits between two readings is not lost.
+pub(crate) fn processes_cpu_seconds(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != comm {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // utime, stime, cutime, cstime are fields 14..=17; `fields[0]` is field 3.
+        total += (11..=14)
+            .filter_map(|i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+            .sum::<f64>()
+            / 100.0;
+    }
+    total
+}
+
+/// CPU seconds of the broker, the database and this process, for "who was busy" figures.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct CpuSplit {
+    pub(crate) broker: f64,
+    pub(crate) database: f64,
+    pub(crate) this_process: f64,
+}
+
+impl CpuSplit {
+    pub(crate) fn now() -> Self {
+        Self {
+            broker: processes_cpu_seconds("tansu"),
+            database: processes_cpu_seconds("postgres"),
+            this_process: cpu_seconds(),
+        }
+    }
+
+    pub(crate) fn since(self, start: Self) -> Self {
+        Self {
+            broker: self.broker - start.broker,
+            database: self.database - start.database,
+            this_process: self.this_process - start.this_process,
+        }
+    }
+}
+
 /// Resident memory of this process in bytes (`VmRSS`).
 pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
