@@ -134,21 +134,7 @@ async fn naive_stream(client: &mut Client, orders: &[Order]) -> anyhow::Result<(
         let tx = client.transaction().await?;
         let offset = n as i64;
         tx.execute(&ins_order, &order_row(o, &0, &offset)).await?;
-        let d = &o.delivery;
-        tx.execute(
-            &ins_delivery,
-            &[
-                &o.order_uid,
-                &d.name,
-                &d.phone,
-                &d.zip,
-                &d.city,
-                &d.address,
-                &d.region,
-                &d.email,
-            ],
-        )
-        .await?;
+        tx.execute(&ins_delivery, &delivery_row(o)).await?;
         tx.execute(&ins_payment, &payment_row(o)).await?;
         for (i, it) in o.items.iter().enumerate() {
             let pos = i as i32;
@@ -181,6 +167,20 @@ fn order_row<'a>(
         &TOPIC,
         partition,
         offset,
+    ]
+}
+
+fn delivery_row(o: &Order) -> [&(dyn ToSql + Sync); 8] {
+    let d = &o.delivery;
+    [
+        &o.order_uid,
+        &d.name,
+        &d.phone,
+        &d.zip,
+        &d.city,
+        &d.address,
+        &d.region,
+        &d.email,
     ]
 }
 
@@ -312,20 +312,7 @@ async fn copy_stream(
         );
         futures::pin_mut!(w);
         for &i in batch {
-            let o = &orders[i];
-            let d = &o.delivery;
-            w.as_mut()
-                .write(&[
-                    &o.order_uid,
-                    &d.name,
-                    &d.phone,
-                    &d.zip,
-                    &d.city,
-                    &d.address,
-                    &d.region,
-                    &d.email,
-                ])
-                .await?;
+            w.as_mut().write(&delivery_row(&orders[i])).await?;
         }
         w.finish().await?;
 

@@ -218,6 +218,19 @@ impl<'a> OrderColumns<'a> {
 
 type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
 
+/// A binary `COPY … FROM STDIN` into this transaction (the statement is prepared once per
+/// connection).
+async fn copy_writer(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    types: &[Type],
+    what: &'static str,
+) -> Result<BinaryCopyInWriter, RepositoryError> {
+    let stmt = tx.prepare_cached(sql).await.map_err(|e| map_pg(what, e))?;
+    let sink = tx.copy_in(&stmt).await.map_err(|e| map_pg(what, e))?;
+    Ok(BinaryCopyInWriter::new(sink, types))
+}
+
 async fn insert_children(
     tx: &deadpool_postgres::Transaction<'_>,
     orders: &[&AcceptedOrder],
@@ -225,15 +238,7 @@ async fn insert_children(
     if orders.is_empty() {
         return Ok(());
     }
-    let stmt = tx
-        .prepare_cached(COPY_DELIVERIES)
-        .await
-        .map_err(|e| map_pg("preparing deliveries", e))?;
-    let sink = tx
-        .copy_in(&stmt)
-        .await
-        .map_err(|e| map_pg("copying deliveries", e))?;
-    let w = BinaryCopyInWriter::new(sink, &DELIVERY_TYPES);
+    let w = copy_writer(tx, COPY_DELIVERIES, &DELIVERY_TYPES, "copying deliveries").await?;
     pin_mut!(w);
     for a in orders {
         let (o, d) = (&a.order, &a.order.delivery);
@@ -255,15 +260,7 @@ async fn insert_children(
         .await
         .map_err(|e| map_pg("copying deliveries", e))?;
 
-    let stmt = tx
-        .prepare_cached(COPY_PAYMENTS)
-        .await
-        .map_err(|e| map_pg("preparing payments", e))?;
-    let sink = tx
-        .copy_in(&stmt)
-        .await
-        .map_err(|e| map_pg("copying payments", e))?;
-    let w = BinaryCopyInWriter::new(sink, &PAYMENT_TYPES);
+    let w = copy_writer(tx, COPY_PAYMENTS, &PAYMENT_TYPES, "copying payments").await?;
     pin_mut!(w);
     for a in orders {
         let (o, p) = (&a.order, &a.order.payment);
@@ -288,15 +285,7 @@ async fn insert_children(
         .await
         .map_err(|e| map_pg("copying payments", e))?;
 
-    let stmt = tx
-        .prepare_cached(COPY_ITEMS)
-        .await
-        .map_err(|e| map_pg("preparing items", e))?;
-    let sink = tx
-        .copy_in(&stmt)
-        .await
-        .map_err(|e| map_pg("copying items", e))?;
-    let w = BinaryCopyInWriter::new(sink, &ITEM_TYPES);
+    let w = copy_writer(tx, COPY_ITEMS, &ITEM_TYPES, "copying items").await?;
     pin_mut!(w);
     for a in orders {
         let o = &a.order;
