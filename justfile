@@ -82,8 +82,8 @@ run:
 run-producer *ARGS:
     cargo run --release --bin orders-producer -- "$@"
 
-# Benchmarks against same-run baselines (release build); writes bench/results.md and .json.
-# Arguments go to orders-bench, e.g. `just bench --sections reads --read-secs 10`
+# Arguments go to orders-bench, e.g. `just bench --sections reads --read-secs 10`.
+# Benchmarks against same-run baselines (release build); writes bench/results.md and .json
 [positional-arguments]
 bench *ARGS: stack-up
     cargo run --release -p orders-bench -- "$@"
