@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -354,24 +354,21 @@ fn order_from_row(row: &Row) -> Order {
     }
 }
 
-/// (order_uid, item) from a `SELECT_ITEM_COLUMNS` row.
-fn item_from_row(row: &Row) -> (String, Item) {
-    (
-        row.get(0),
-        Item {
-            chrt_id: row.get(1),
-            track_number: row.get(2),
-            price: row.get(3),
-            rid: row.get(4),
-            name: row.get(5),
-            sale: row.get(6),
-            size: row.get(7),
-            total_price: row.get(8),
-            nm_id: row.get(9),
-            brand: row.get(10),
-            status: row.get(11),
-        },
-    )
+/// The item of a `SELECT_ITEM_COLUMNS` row (its column 0, the order's uid, is left to the caller).
+fn item_from_row(row: &Row) -> Item {
+    Item {
+        chrt_id: row.get(1),
+        track_number: row.get(2),
+        price: row.get(3),
+        rid: row.get(4),
+        name: row.get(5),
+        sale: row.get(6),
+        size: row.get(7),
+        total_price: row.get(8),
+        nm_id: row.get(9),
+        brand: row.get(10),
+        status: row.get(11),
+    }
 }
 
 #[async_trait]
@@ -522,7 +519,7 @@ impl OrderRepository for PgRepository {
             .await
             .map_err(|e| map_pg("reading items", e))?
             .iter()
-            .map(|r| item_from_row(r).1)
+            .map(item_from_row)
             .collect();
         Ok(Some(order))
     }
@@ -564,15 +561,27 @@ impl OrderRepository for PgRepository {
             .query(&q, &[&uids])
             .await
             .map_err(|e| map_pg("reading recent items", e))?;
-        let mut by_uid: std::collections::HashMap<String, Vec<Item>> =
-            std::collections::HashMap::with_capacity(orders.len());
+        // Rows come grouped by uid: find each group's order once, borrowing the uid from the
+        // row (no allocation per item row).
+        let index: HashMap<&str, usize> = uids.iter().enumerate().map(|(i, u)| (*u, i)).collect();
+        let mut items: Vec<Vec<Item>> = vec![Vec::new(); orders.len()];
+        let mut current: Option<(&str, usize)> = None;
         for row in &rows {
-            let (uid, item) = item_from_row(row);
-            by_uid.entry(uid).or_default().push(item);
+            let uid: &str = row.get(0);
+            let slot = match current {
+                Some((u, i)) if u == uid => i,
+                _ => {
+                    let Some(&i) = index.get(uid) else { continue };
+                    current = Some((uid, i));
+                    i
+                }
+            };
+            items[slot].push(item_from_row(row));
         }
+        drop(index);
         drop(uids);
-        for (_, o) in &mut orders {
-            o.items = by_uid.remove(&o.order_uid).unwrap_or_default();
+        for ((_, o), its) in orders.iter_mut().zip(items) {
+            o.items = its;
         }
         tx.commit()
             .await
