@@ -37,6 +37,7 @@ pub async fn rejected(settings: &Settings, cmd: RejectedCommand) -> anyhow::Resu
                 .rejected(&RejectedFilter {
                     reason,
                     after_id: None,
+                    up_to_id: None,
                     limit,
                 })
                 .await?;

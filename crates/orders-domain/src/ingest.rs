@@ -164,6 +164,11 @@ impl IngestService {
         reason: Option<RejectReason>,
     ) -> Result<ReplayReport, RepositoryError> {
         let mut report = ReplayReport::default();
+        // Only the rows that exist now: a duplicate found on the way is recorded as a new row,
+        // which this replay must not pick up again (it would never end).
+        let Some(up_to_id) = self.repo.last_rejected_id().await? else {
+            return Ok(report);
+        };
         let mut after_id = None;
         loop {
             let rows = self
@@ -171,13 +176,16 @@ impl IngestService {
                 .rejected(&RejectedFilter {
                     reason,
                     after_id,
+                    up_to_id: Some(up_to_id),
                     limit: REPLAY_PAGE,
                 })
                 .await?;
             let Some(last) = rows.last() else { break };
             after_id = Some(last.id);
             report.examined += rows.len();
-            let mut batch = StoreBatch::default();
+            // One batch per topic: a batch never mixes topics (duplicates found while storing
+            // are recorded under the batch's topic).
+            let mut batches: BTreeMap<String, StoreBatch> = BTreeMap::new();
             let mut seen = HashSet::new();
             for row in rows {
                 let Ok(order) = decode_order(row.payload.as_deref(), self.max_message_bytes) else {
@@ -188,20 +196,24 @@ impl IngestService {
                     report.still_rejected += 1;
                     continue;
                 }
+                let batch = batches
+                    .entry(row.position.topic.clone())
+                    .or_insert_with(|| StoreBatch {
+                        topic: row.position.topic.clone(),
+                        ..StoreBatch::default()
+                    });
                 batch.superseded_rejections.push(row.id);
-                batch.topic.clone_from(&row.position.topic);
                 batch.orders.push(AcceptedOrder {
                     order,
                     position: row.position,
                     payload: row.payload.unwrap_or_default(),
                 });
             }
-            if batch.orders.is_empty() {
-                continue;
+            for batch in batches.into_values() {
+                let outcome = self.repo.store_batch(&batch).await?;
+                report.stored += outcome.stored.len();
+                report.duplicates += outcome.duplicates.len();
             }
-            let outcome = self.repo.store_batch(&batch).await?;
-            report.stored += outcome.stored.len();
-            report.duplicates += outcome.duplicates.len();
         }
         Ok(report)
     }

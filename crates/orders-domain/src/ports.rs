@@ -52,7 +52,8 @@ pub struct PartitionOffset {
 /// Everything one ingestion step writes, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreBatch {
-    /// Topic that the offsets belong to.
+    /// The topic everything in the batch comes from: its offsets, and the position of every
+    /// order and rejection (a batch never mixes topics).
     pub topic: String,
     /// Valid orders, unique by `order_uid` within the batch.
     pub orders: Vec<AcceptedOrder>,
@@ -91,15 +92,18 @@ pub struct RejectedFilter {
     pub reason: Option<RejectReason>,
     /// Only rows with an id greater than this (for paging through replays).
     pub after_id: Option<i64>,
+    /// Only rows with an id up to this one (a replay's bound: the rows that existed when it
+    /// started, not the ones it records itself).
+    pub up_to_id: Option<i64>,
     pub limit: usize,
 }
 
-/// Durable storage of orders, rejections and consumer offsets.
 /// Where an order stands in storage order (higher = stored later): a cursor for paging
 /// through [`OrderRepository::recent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StoreSeq(pub i64);
 
+/// Durable storage of orders, rejections and consumer offsets.
 #[async_trait]
 pub trait OrderRepository: Send + Sync + std::fmt::Debug {
     /// Stores a whole batch atomically: all of it or, on any error, none of it (no order, no
@@ -145,6 +149,9 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
 
     /// Number of rejected messages per reason.
     async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError>;
+
+    /// The highest id of a rejected message (ids only grow), `None` when there is none.
+    async fn last_rejected_id(&self) -> Result<Option<i64>, RepositoryError>;
 
     /// Cheap liveness check of the store.
     async fn ping(&self) -> Result<(), RepositoryError>;

@@ -85,6 +85,20 @@ fn storage_constraints(order: &Order) -> Result<(), RepositoryError> {
 impl OrderRepository for InMemoryRepository {
     async fn store_batch(&self, batch: &StoreBatch) -> Result<StoreOutcome, RepositoryError> {
         let mut st = self.check()?;
+        // Stricter than a database could be: a batch that mixes topics breaks the contract.
+        let topics = batch.orders.iter().map(|a| &a.position.topic);
+        if let Some(t) = topics
+            .chain(batch.rejections.iter().map(|r| &r.position.topic))
+            .find(|t| **t != batch.topic)
+        {
+            return Err(RepositoryError::other(
+                "storing a batch",
+                format!(
+                    "batch of topic {:?} holds a message of topic {t:?}",
+                    batch.topic
+                ),
+            ));
+        }
         for a in &batch.orders {
             storage_constraints(&a.order)?;
         }
@@ -200,9 +214,14 @@ impl OrderRepository for InMemoryRepository {
             .iter()
             .filter(|r| filter.reason.is_none_or(|want| r.reason == want.as_str()))
             .filter(|r| filter.after_id.is_none_or(|after| r.id > after))
+            .filter(|r| filter.up_to_id.is_none_or(|last| r.id <= last))
             .take(filter.limit)
             .cloned()
             .collect())
+    }
+
+    async fn last_rejected_id(&self) -> Result<Option<i64>, RepositoryError> {
+        Ok(self.check()?.rejected.iter().map(|r| r.id).max())
     }
 
     async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError> {
@@ -386,6 +405,7 @@ pub mod conformance {
             .rejected(&RejectedFilter {
                 reason: Some(RejectReason::Duplicate),
                 after_id: None,
+                up_to_id: None,
                 limit: 10,
             })
             .await
@@ -529,6 +549,7 @@ pub mod conformance {
             .rejected(&RejectedFilter {
                 reason: Some(RejectReason::Tombstone),
                 after_id: None,
+                up_to_id: None,
                 limit: 10,
             })
             .await
@@ -569,6 +590,63 @@ pub mod conformance {
         repo.ping().await.unwrap();
     }
 
+    /// What a replay relies on: `last_rejected_id` bounds a listing (`up_to_id`), and the
+    /// rejections a batch supersedes go in the same transaction as its orders (or not at all).
+    pub async fn superseded_rejections_go_with_the_orders(repo: &dyn OrderRepository) {
+        assert_eq!(repo.last_rejected_id().await.unwrap(), None);
+        let ok = generated_order("sup-", 1, 2);
+        let mut bad = generated_order("sup-", 2, 1);
+        bad.items[0].sale = 101; // a storage constraint
+        let payload = |o: &Order| Some(Bytes::from(serde_json::to_vec(o).unwrap_or_default()));
+        let mut b = batch(vec![], 0, 3);
+        b.rejections = [(0, payload(&ok)), (1, payload(&bad)), (2, None)]
+            .into_iter()
+            .map(|(offset, payload)| Rejection {
+                position: Position {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    offset,
+                },
+                reason: RejectReason::Invalid,
+                detail: "an old rule".into(),
+                payload,
+            })
+            .collect();
+        repo.store_batch(&b).await.unwrap();
+        let list = |up_to_id| async move {
+            repo.rejected(&RejectedFilter {
+                up_to_id,
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        };
+        let rows = list(None).await;
+        assert_eq!(rows.len(), 3);
+        let last = repo.last_rejected_id().await.unwrap();
+        assert_eq!(last, rows.iter().map(|r| r.id).max());
+        assert_eq!(list(Some(rows[1].id)).await.len(), 2, "bounded by up_to_id");
+
+        // Refused by storage: the superseded row stays.
+        let mut refused = batch(vec![accepted(bad, 0, 1)], 0, 3);
+        refused.superseded_rejections = vec![rows[1].id];
+        refused.offsets.clear();
+        assert!(matches!(
+            repo.store_batch(&refused).await,
+            Err(RepositoryError::Constraint(_))
+        ));
+        assert_eq!(list(None).await.len(), 3);
+        // Stored: the row goes in the same step.
+        let mut replayed = batch(vec![accepted(ok.clone(), 0, 0)], 0, 3);
+        replayed.superseded_rejections = vec![rows[0].id];
+        replayed.offsets.clear();
+        repo.store_batch(&replayed).await.unwrap();
+        let left: Vec<i64> = list(None).await.iter().map(|r| r.position.offset).collect();
+        assert_eq!(left, vec![1, 2]);
+        assert_eq!(repo.get(&ok.order_uid).await.unwrap(), Some(ok));
+    }
+
     /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
     /// that yields a fresh, empty repository.
     #[macro_export]
@@ -576,7 +654,8 @@ pub mod conformance {
         ($make:expr) => {
             $crate::repository_conformance_tests!(@each $make;
                 fixture_round_trip, many_items_round_trip, restore_is_idempotent,
-                failed_batch_commits_nothing, rejections_and_offsets_stored, most_recent_first);
+                failed_batch_commits_nothing, rejections_and_offsets_stored, most_recent_first,
+                superseded_rejections_go_with_the_orders);
         };
         (@each $make:expr; $($name:ident),*) => {
             $(

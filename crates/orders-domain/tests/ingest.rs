@@ -247,3 +247,109 @@ async fn warm_up_pages_through_the_newest_and_inserts_them_oldest_first() {
     );
     assert!(cache.get("w401").is_some());
 }
+
+/// `replay` re-checks stored rejections: the now-valid ones become orders and their rows go, in
+/// one transaction per topic (rows of two topics here); the rest stay; a uid already stored is
+/// recorded as a duplicate at its own position; a second replay stores nothing twice.
+#[tokio::test]
+async fn replay_stores_what_is_now_valid_once_per_topic() {
+    use orders_domain::{PartitionOffset, Position, RejectReason, Rejection, StoreBatch};
+    let (repo, _, ingest, _) = setup();
+    let stored = generated_order("r", 9, 1);
+    ingest
+        .ingest(
+            "ta",
+            FetchedBatch {
+                partition: 0,
+                records: vec![msg(9, Some(&json(&stored)))],
+                next_offset: 10,
+                high_watermark: 10,
+            },
+        )
+        .await
+        .unwrap();
+    // Rejections as an older rule set recorded them (the orders are valid today).
+    let rejection = |topic: &str, offset: i64, payload: Vec<u8>| Rejection {
+        position: Position {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+        },
+        reason: RejectReason::Invalid,
+        detail: "an old rule".into(),
+        payload: Some(Bytes::from(payload)),
+    };
+    for (topic, rejections) in [
+        (
+            "ta",
+            vec![
+                rejection("ta", 0, json(&generated_order("r", 0, 2))),
+                rejection("ta", 1, b"{\"not\": \"an order\"}".to_vec()),
+                rejection("ta", 2, json(&stored)),
+            ],
+        ),
+        (
+            "tb",
+            vec![rejection("tb", 0, json(&generated_order("r", 1, 3)))],
+        ),
+        (
+            "ta",
+            vec![rejection("ta", 3, json(&generated_order("r", 2, 1)))],
+        ),
+    ] {
+        repo.store_batch(&StoreBatch {
+            topic: topic.into(),
+            rejections,
+            offsets: vec![PartitionOffset {
+                partition: 0,
+                next_offset: 100,
+            }],
+            ..StoreBatch::default()
+        })
+        .await
+        .unwrap();
+    }
+
+    let report = ingest.replay(None).await.unwrap();
+    assert_eq!(
+        (
+            report.examined,
+            report.stored,
+            report.duplicates,
+            report.still_rejected
+        ),
+        (5, 3, 1, 1)
+    );
+    for (uid, items) in [("r0", 2), ("r1", 3), ("r2", 1)] {
+        let order = repo.get(uid).await.unwrap().unwrap();
+        assert_eq!(order.items.len(), items);
+    }
+    let left = repo
+        .rejected(&RejectedFilter {
+            limit: 100,
+            ..RejectedFilter::default()
+        })
+        .await
+        .unwrap();
+    let left: Vec<(String, i64, RejectReason)> = left
+        .into_iter()
+        .map(|r| {
+            (
+                r.position.topic,
+                r.position.offset,
+                RejectReason::parse(&r.reason).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "the not-an-order row and the duplicate remain: {left:?}"
+    );
+    assert!(left.contains(&("ta".into(), 1, RejectReason::Invalid)));
+    assert!(left.contains(&("ta".into(), 2, RejectReason::Duplicate)));
+
+    let again = ingest.replay(None).await.unwrap();
+    assert_eq!((again.examined, again.stored), (2, 0));
+    assert_eq!(repo.recent(None, 100).await.unwrap().len(), 4);
+}

@@ -634,14 +634,15 @@ impl OrderRepository for PgRepository {
         let client = self.pool.get().await.map_err(map_pool)?;
         let reason = filter.reason.map(RejectReason::as_str);
         let after = filter.after_id.unwrap_or(0);
+        let up_to = filter.up_to_id.unwrap_or(i64::MAX);
         let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
                 "SELECT id, topic, partition, \"offset\", reason, detail, payload, received_at
                  FROM rejected_messages
-                 WHERE ($1::text IS NULL OR reason = $1) AND id > $2
+                 WHERE ($1::text IS NULL OR reason = $1) AND id > $2 AND id <= $4
                  ORDER BY id LIMIT $3",
-                &[&reason, &after, &limit],
+                &[&reason, &after, &limit, &up_to],
             )
             .await
             .map_err(|e| map_pg("reading rejected messages", e))?;
@@ -660,6 +661,15 @@ impl OrderRepository for PgRepository {
                 received_at: r.get(7),
             })
             .collect())
+    }
+
+    async fn last_rejected_id(&self) -> Result<Option<i64>, RepositoryError> {
+        let client = self.pool.get().await.map_err(map_pool)?;
+        client
+            .query_one("SELECT max(id) FROM rejected_messages", &[])
+            .await
+            .map(|r| r.get(0))
+            .map_err(|e| map_pg("reading the last rejected id", e))
     }
 
     async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError> {

@@ -1,0 +1,123 @@
+#![allow(clippy::unwrap_used)]
+//! The operator commands of the real `orders` binary against PostgreSQL: `rejected list`,
+//! `counts` and `replay` (which must end, store what is now valid once, and leave the rest).
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use orders_domain::sample::generated_order;
+use orders_domain::{
+    AcceptedOrder, OrderRepository, Position, RejectReason, Rejection, StoreBatch,
+};
+
+fn orders(settings: &orders_app::Settings, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orders"))
+        .args(args)
+        .env("DB_HOST", &settings.db_host)
+        .env("DB_PORT", settings.db_port.to_string())
+        .env("DB_USER", &settings.db_user)
+        .env("DB_PASSWORD", &settings.db_password)
+        .env("DB_NAME", &settings.db_name)
+        .env("LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a replay that never ends is a failure, not a hang.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("orders {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "orders {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn rejected_list_counts_and_replay() {
+    let settings = common::test_settings(None).await;
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+        .await
+        .unwrap();
+    let stored = generated_order("cli-", 1, 1);
+    let json = |o: &orders_domain::Order| Bytes::from(serde_json::to_vec(o).unwrap());
+    let at = |offset| Position {
+        topic: "orders".into(),
+        partition: 0,
+        offset,
+    };
+    let rejection = |offset, payload: Bytes| Rejection {
+        position: at(offset),
+        reason: RejectReason::Invalid,
+        detail: "rule of an older version".into(),
+        payload: Some(payload),
+    };
+    repo.store_batch(&StoreBatch {
+        topic: "orders".into(),
+        orders: vec![AcceptedOrder {
+            order: stored.clone(),
+            position: at(0),
+            payload: json(&stored),
+        }],
+        rejections: vec![
+            rejection(1, json(&generated_order("cli-", 2, 3))),
+            rejection(2, Bytes::from_static(b"{\"not\": \"an order\"}")),
+            rejection(3, json(&stored)),
+        ],
+        ..StoreBatch::default()
+    })
+    .await
+    .unwrap();
+
+    let list = stdout(&orders(&settings, &["rejected", "list"]));
+    assert!(
+        list.contains("orders/0@1") && list.contains("orders/0@3"),
+        "{list}"
+    );
+    assert!(
+        list.contains("invalid") && list.contains("rule of an older version"),
+        "{list}"
+    );
+    assert!(stdout(&orders(&settings, &["rejected", "counts"])).contains("invalid          3"));
+
+    let replay = stdout(&orders(&settings, &["rejected", "replay"]));
+    assert!(
+        replay.contains(
+            "replayed 3 rejected messages: 1 stored as orders, 1 duplicates, 1 still rejected"
+        ),
+        "{replay}"
+    );
+    assert!(repo.get("cli-2").await.unwrap().is_some(), "now stored");
+    let counts = stdout(&orders(&settings, &["rejected", "counts"]));
+    assert!(counts.contains("duplicate        1"), "{counts}");
+    assert!(counts.contains("invalid          1"), "{counts}");
+    let dup = stdout(&orders(
+        &settings,
+        &["rejected", "list", "--reason", "duplicate"],
+    ));
+    assert!(
+        dup.contains("orders/0@3") && !dup.contains("orders/0@2"),
+        "{dup}"
+    );
+
+    // Again: nothing new is stored, and the command still ends.
+    let again = stdout(&orders(&settings, &["rejected", "replay"]));
+    assert!(again.contains("0 stored as orders"), "{again}");
+    repo.close();
+}
