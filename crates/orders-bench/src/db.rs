@@ -252,36 +252,70 @@ async fn copy_stream(
     partition: i32,
     batches: &[Vec<usize>],
 ) -> anyhow::Result<()> {
+    use Type as T;
+    const ORDER_TYPES: [Type; 14] = [
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::INT8,
+        T::TIMESTAMPTZ,
+        T::TEXT,
+        T::TEXT,
+        T::INT4,
+        T::INT8,
+    ];
+    const PAYMENT_TYPES: [Type; 11] = [
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::INT8,
+        T::INT8,
+        T::TEXT,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+    ];
+    const ITEM_TYPES: [Type; 13] = [
+        T::TEXT,
+        T::INT4,
+        T::INT8,
+        T::TEXT,
+        T::INT8,
+        T::TEXT,
+        T::TEXT,
+        T::INT4,
+        T::TEXT,
+        T::INT8,
+        T::INT8,
+        T::TEXT,
+        T::INT4,
+    ];
+    async fn writer(
+        tx: &tokio_postgres::Transaction<'_>,
+        sql: &str,
+        types: &[Type],
+    ) -> anyhow::Result<BinaryCopyInWriter> {
+        Ok(BinaryCopyInWriter::new(tx.copy_in(sql).await?, types))
+    }
+
     let mut offset = 0i64;
     for batch in batches {
         let tx = client.transaction().await?;
-        let sink = tx
-            .copy_in(
-                "COPY orders (order_uid, track_number, entry, locale, internal_signature,
-                    customer_id, delivery_service, shardkey, sm_id, date_created, oof_shard,
-                    source_topic, source_partition, source_offset) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        let t = Type::TEXT;
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                Type::INT8,
-                Type::TIMESTAMPTZ,
-                t.clone(),
-                t.clone(),
-                Type::INT4,
-                Type::INT8,
-            ],
-        );
+        let w = writer(
+            &tx,
+            "COPY orders (order_uid, track_number, entry, locale, internal_signature,
+                customer_id, delivery_service, shardkey, sm_id, date_created, oof_shard,
+                source_topic, source_partition, source_offset) FROM STDIN (FORMAT binary)",
+            &ORDER_TYPES,
+        )
+        .await?;
         futures::pin_mut!(w);
         for &i in batch {
             w.as_mut()
@@ -291,85 +325,40 @@ async fn copy_stream(
         }
         w.finish().await?;
 
-        let sink = tx
-            .copy_in(
-                "COPY deliveries (order_uid, name, phone, zip, city, address, region, email)
-                 FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-            ],
-        );
+        let w = writer(
+            &tx,
+            "COPY deliveries (order_uid, name, phone, zip, city, address, region, email)
+             FROM STDIN (FORMAT binary)",
+            &[T::TEXT; 8],
+        )
+        .await?;
         futures::pin_mut!(w);
         for &i in batch {
             w.as_mut().write(&delivery_row(&orders[i])).await?;
         }
         w.finish().await?;
 
-        let sink = tx
-            .copy_in(
-                "COPY payments (order_uid, transaction, request_id, currency, provider, amount,
-                    payment_dt, bank, delivery_cost, goods_total, custom_fee)
-                 FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        let i8 = Type::INT8;
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                t.clone(),
-                i8.clone(),
-                i8.clone(),
-                t.clone(),
-                i8.clone(),
-                i8.clone(),
-                i8.clone(),
-            ],
-        );
+        let w = writer(
+            &tx,
+            "COPY payments (order_uid, transaction, request_id, currency, provider, amount,
+                payment_dt, bank, delivery_cost, goods_total, custom_fee)
+             FROM STDIN (FORMAT binary)",
+            &PAYMENT_TYPES,
+        )
+        .await?;
         futures::pin_mut!(w);
         for &i in batch {
             w.as_mut().write(&payment_row(&orders[i])).await?;
         }
         w.finish().await?;
 
-        let sink = tx
-            .copy_in(
-                "COPY items (order_uid, position, chrt_id, track_number, price, rid, name, sale,
-                    size, total_price, nm_id, brand, status) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                t.clone(),
-                Type::INT4,
-                i8.clone(),
-                t.clone(),
-                i8.clone(),
-                t.clone(),
-                t.clone(),
-                Type::INT4,
-                t.clone(),
-                i8.clone(),
-                i8.clone(),
-                t.clone(),
-                Type::INT4,
-            ],
-        );
+        let w = writer(
+            &tx,
+            "COPY items (order_uid, position, chrt_id, track_number, price, rid, name, sale,
+                size, total_price, nm_id, brand, status) FROM STDIN (FORMAT binary)",
+            &ITEM_TYPES,
+        )
+        .await?;
         futures::pin_mut!(w);
         for &i in batch {
             let o = &orders[i];
