@@ -5,7 +5,7 @@ use rskafka::record::Record;
 
 use crate::config::KafkaConfig;
 use crate::error::KafkaError;
-use crate::source::{build_client, ensure_topic};
+use crate::source::{build_client, ensure_topic, topic_partitions};
 
 /// Sends messages to every partition of a topic in batches.
 pub struct OrderProducer {
@@ -30,17 +30,8 @@ impl OrderProducer {
     pub async fn connect(config: &KafkaConfig) -> Result<Self, KafkaError> {
         let client = build_client(config).await?;
         ensure_topic(&client, config).await?;
-        let topics = client
-            .list_topics()
-            .await
-            .map_err(|source| KafkaError::Request {
-                context: "listing topics",
-                source,
-            })?;
-        let ids: Vec<i32> = topics
-            .into_iter()
-            .find(|t| t.name == config.topic)
-            .map(|t| t.partitions.into_iter().collect())
+        let ids = topic_partitions(&client, &config.topic)
+            .await?
             .ok_or_else(|| KafkaError::UnknownTopic(config.topic.clone()))?;
         let mut partitions = Vec::with_capacity(ids.len());
         for p in ids {

@@ -83,7 +83,11 @@ impl KafkaSource {
     }
 }
 
-pub(crate) async fn ensure_topic(client: &Client, config: &KafkaConfig) -> Result<(), KafkaError> {
+/// The partition ids of `topic`, or `None` when the cluster has no such topic.
+pub(crate) async fn topic_partitions(
+    client: &Client,
+    topic: &str,
+) -> Result<Option<Vec<i32>>, KafkaError> {
     let topics = client
         .list_topics()
         .await
@@ -91,7 +95,14 @@ pub(crate) async fn ensure_topic(client: &Client, config: &KafkaConfig) -> Resul
             context: "listing topics",
             source,
         })?;
-    if topics.iter().any(|t| t.name == config.topic) {
+    Ok(topics
+        .into_iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.partitions.into_iter().collect()))
+}
+
+pub(crate) async fn ensure_topic(client: &Client, config: &KafkaConfig) -> Result<(), KafkaError> {
+    if topic_partitions(client, &config.topic).await?.is_some() {
         return Ok(());
     }
     let Some(partitions) = config.create_topic_partitions else {
