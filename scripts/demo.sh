@@ -20,13 +20,7 @@ command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
 "$ROOT/scripts/db-up.sh"
 "$ROOT/scripts/broker-up.sh"
 
-target="${CARGO_TARGET_DIR:-target}"
-[[ "$target" == /* ]] || target="$ROOT/$target"
-BIN="$target/release"
-if [[ "${ORDERS_SKIP_BUILD:-0}" != 1 ]]; then
-  step "building release binaries"
-  cargo build --release --bin orders --bin orders-producer
-fi
+release_bins
 
 started=0
 if port_open 127.0.0.1 "$HTTP_PORT"; then

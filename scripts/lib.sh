@@ -56,6 +56,22 @@ wait_port() {
   done
 }
 
+# release_bins: sets BIN to the directory of the release binaries `orders` and
+# `orders-producer`, building them first unless ORDERS_SKIP_BUILD=1.
+# ORDERS_BIN_DIR overrides the directory (the test of run.sh uses the test build's).
+release_bins() {
+  local target="${CARGO_TARGET_DIR:-target}" b
+  [[ "$target" == /* ]] || target="$ROOT/$target"
+  BIN="${ORDERS_BIN_DIR:-$target/release}"
+  if [[ "${ORDERS_SKIP_BUILD:-0}" != 1 ]]; then
+    log "building release binaries (cargo build --release --bin orders --bin orders-producer)"
+    (cd "$ROOT" && cargo build --release --bin orders --bin orders-producer)
+  fi
+  for b in orders orders-producer; do
+    [[ -x "$BIN/$b" ]] || die "$BIN/$b not found (build it with: cargo build --release --bin $b)"
+  done
+}
+
 # Run a command as root: directly when root, else via sudo.
 as_root() {
   if [[ $EUID -eq 0 ]]; then

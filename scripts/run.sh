@@ -13,16 +13,7 @@ cd "$ROOT"
 "$ROOT/scripts/db-up.sh"
 "$ROOT/scripts/broker-up.sh"
 
-target="${CARGO_TARGET_DIR:-target}"
-[[ "$target" == /* ]] || target="$ROOT/$target"
-BIN="${ORDERS_BIN_DIR:-$target/release}"
-if [[ "${ORDERS_SKIP_BUILD:-0}" != 1 ]]; then
-  log "building release binaries (cargo build --release --bin orders --bin orders-producer)"
-  cargo build --release --bin orders --bin orders-producer
-fi
-for b in orders orders-producer; do
-  [[ -x "$BIN/$b" ]] || die "$BIN/$b not found (build it with: cargo build --release --bin $b)"
-done
+release_bins
 
 URL="http://localhost:$HTTP_PORT"
 if port_open 127.0.0.1 "$HTTP_PORT"; then

@@ -24,8 +24,11 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Pg
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await
         .map_err(q("taking the migration lock"))?;
+    // `IF NOT EXISTS` on an existing table is a NOTICE, logged on every start and every
+    // operator command otherwise.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS schema_migrations (
             version integer PRIMARY KEY,
             name text NOT NULL,
             applied_at timestamptz NOT NULL DEFAULT now())",
