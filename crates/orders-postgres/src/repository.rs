@@ -496,32 +496,26 @@ impl OrderRepository for PgRepository {
 
     async fn get(&self, order_uid: &str) -> Result<Option<Order>, RepositoryError> {
         let client = self.pool.get().await.map_err(map_pool)?;
-        let q = format!("{SELECT_ORDER_COLUMNS} {FROM_ORDERS} WHERE o.order_uid = $1");
-        let stmt = client
-            .prepare_cached(&q)
-            .await
-            .map_err(|e| map_pg("preparing get", e))?;
-        let Some(row) = client
-            .query_opt(&stmt, &[&order_uid])
-            .await
-            .map_err(|e| map_pg("reading an order", e))?
-        else {
-            return Ok(None);
-        };
-        let mut order = order_from_row(&row);
-        let q = format!("{SELECT_ITEM_COLUMNS} WHERE order_uid = $1 ORDER BY position");
-        let stmt = client
-            .prepare_cached(&q)
-            .await
-            .map_err(|e| map_pg("preparing items", e))?;
-        order.items = client
-            .query(&stmt, &[&order_uid])
-            .await
-            .map_err(|e| map_pg("reading items", e))?
-            .iter()
-            .map(item_from_row)
-            .collect();
-        Ok(Some(order))
+        let order_sql = format!("{SELECT_ORDER_COLUMNS} {FROM_ORDERS} WHERE o.order_uid = $1");
+        let items_sql = format!("{SELECT_ITEM_COLUMNS} WHERE order_uid = $1 ORDER BY position");
+        let (order_stmt, items_stmt) = futures::try_join!(
+            client.prepare_cached(&order_sql),
+            client.prepare_cached(&items_sql)
+        )
+        .map_err(|e| map_pg("preparing get", e))?;
+        // One round trip: the two queries are pipelined on the connection, the order's first,
+        // so the items' snapshot is the later one and holds every item of a visible order
+        // (an order and its items are committed together and never change).
+        let uid: [&(dyn ToSql + Sync); 1] = [&order_uid];
+        let (row, items) = futures::try_join!(
+            client.query_opt(&order_stmt, &uid),
+            client.query(&items_stmt, &uid)
+        )
+        .map_err(|e| map_pg("reading an order", e))?;
+        Ok(row.map(|row| Order {
+            items: items.iter().map(item_from_row).collect(),
+            ..order_from_row(&row)
+        }))
     }
 
     async fn recent(
