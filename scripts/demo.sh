@@ -37,7 +37,7 @@ fi
 
 start=$SECONDS
 until curl -fsS -o /dev/null "$BASE/readyz" 2>/dev/null; do
-  if (( started )) && ! pid_alive "$PID_FILE" release/orders; then
+  if (( started )) && ! pid_alive "$PID_FILE" "/orders --create-topic"; then
     tail -n 30 "$SERVICE_LOG" >&2
     die "the service exited during start-up (log: $SERVICE_LOG)"
   fi

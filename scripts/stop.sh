@@ -5,4 +5,4 @@ set -euo pipefail
 LOG_TAG=stop
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-stop_pidfile "$LOCAL_DIR/orders.pid" "release/orders" "orders service"
+stop_pidfile "$LOCAL_DIR/orders.pid" "/orders --create-topic" "orders service"

@@ -47,23 +47,18 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Pg
         if applied.contains(&version) {
             continue;
         }
-        tx.batch_execute(sql)
-            .await
-            .map_err(|source| PgError::Migration {
-                version,
-                name,
-                source,
-            })?;
+        let failed = |source| PgError::Migration {
+            version,
+            name,
+            source,
+        };
+        tx.batch_execute(sql).await.map_err(failed)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
             &[&version, &name],
         )
         .await
-        .map_err(|source| PgError::Migration {
-            version,
-            name,
-            source,
-        })?;
+        .map_err(failed)?;
         tracing::info!(version, name, "applied migration");
         now.push(version);
     }
