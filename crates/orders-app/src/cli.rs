@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use orders_domain::{IngestService, OrderRepository, RejectedFilter};
+use orders_domain::validation::escape_control;
+use orders_domain::{OrderRepository, RejectedFilter, RejectedMessage};
 
 use crate::config::{RejectedCommand, Settings};
 use crate::startup::connect_database;
@@ -14,33 +15,37 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn excerpt(payload: Option<&[u8]>) -> String {
-    match payload {
-        None => "(no value)".into(),
-        Some(b) => {
-            let text =
-                String::from_utf8_lossy(&b[..b.len().min(80)]).replace(['\n', '\r', '\t'], " ");
-            if b.len() > 80 {
-                format!("{text}…")
-            } else {
-                text
-            }
-        }
+fn excerpt(r: &RejectedMessage) -> String {
+    let Some(b) = r.payload.as_deref() else {
+        return "(no value)".into();
+    };
+    let mut text = escape_control(&String::from_utf8_lossy(&b[..b.len().min(80)])).into_owned();
+    if b.len() > 80 {
+        text.push('…');
+    }
+    match &r.truncated {
+        Some(t) => format!("{text} [excerpt of {} bytes, sha256 {}]", t.size, t.sha256),
+        None => text,
     }
 }
 
 pub async fn rejected(settings: &Settings, cmd: RejectedCommand) -> anyhow::Result<()> {
     let repo = Arc::new(connect_database(settings).await?);
     match cmd {
-        RejectedCommand::List { reason, limit } => {
+        RejectedCommand::List {
+            reason,
+            limit,
+            after_id,
+        } => {
             let rows = repo
                 .rejected(&RejectedFilter {
                     reason,
-                    after_id: None,
+                    after_id,
                     up_to_id: None,
                     limit,
                 })
                 .await?;
+            let last = rows.last().map(|r| r.id);
             println!(
                 "{:>8}  {:<24} {:<16} {:<60} payload",
                 "id", "position", "reason", "detail"
@@ -51,14 +56,18 @@ pub async fn rejected(settings: &Settings, cmd: RejectedCommand) -> anyhow::Resu
                     r.position.topic, r.position.partition, r.position.offset
                 );
                 let detail: String = r.detail.chars().take(60).collect();
+                let detail = escape_control(&detail);
                 println!(
                     "{:>8}  {:<24} {:<16} {:<60} {}",
                     r.id,
                     pos,
                     r.reason,
                     detail,
-                    excerpt(r.payload.as_deref())
+                    excerpt(&r)
                 );
+            }
+            if let Some(last) = last.filter(|_| limit > 0) {
+                println!("next page: orders rejected list --after-id {last}");
             }
         }
         RejectedCommand::Counts => {
@@ -72,12 +81,14 @@ pub async fn rejected(settings: &Settings, cmd: RejectedCommand) -> anyhow::Resu
         }
         RejectedCommand::Replay { reason } => {
             let cache = Arc::new(orders_cache::DashCache::new(1));
-            let ingest =
-                IngestService::new(repo, cache).with_max_message_bytes(settings.max_message_bytes);
-            let report = ingest.replay(reason).await?;
+            let report = settings.ingest(repo, cache).replay(reason).await?;
             println!(
-                "replayed {} rejected messages: {} stored as orders, {} duplicates, {} still rejected",
-                report.examined, report.stored, report.duplicates, report.still_rejected
+                "replayed {} rejected messages: {} stored as orders, {} duplicates, {} still rejected ({} refused by the database)",
+                report.examined,
+                report.stored,
+                report.duplicates,
+                report.still_rejected,
+                report.refused
             );
         }
     }

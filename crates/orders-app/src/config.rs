@@ -35,12 +35,15 @@ pub enum Command {
 pub enum RejectedCommand {
     /// List rejected messages: position, reason and a payload excerpt.
     List {
-        /// Only this reason (tombstone, empty, oversize, not_utf8, not_json, not_order, invalid, duplicate, storage_refused).
+        /// Only this reason (see `orders rejected counts`; e.g. not_json, invalid, duplicate).
         #[arg(long, value_parser = parse_reason)]
         reason: Option<RejectReason>,
         /// Most rows to print.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only rows with an id above this one: the next page starts after the last id shown.
+        #[arg(long)]
+        after_id: Option<i64>,
     },
     /// Count rejected messages by reason.
     Counts,
@@ -94,6 +97,10 @@ pub struct Settings {
     /// Seconds to keep retrying the database at start-up before giving up.
     #[arg(long, env = "DB_STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub db_startup_timeout_secs: u64,
+    /// Longest a statement may run, in seconds (PostgreSQL's statement_timeout); a call that
+    /// gets no answer 5 s past it drops its connection and is retried.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub db_statement_timeout_secs: u64,
 
     /// Kafka bootstrap broker(s), comma-separated host:port.
     #[arg(long, env = "KAFKA_BROKER", default_value = "localhost:9092")]
@@ -116,6 +123,10 @@ pub struct Settings {
     /// Messages larger than this are rejected as oversize before parsing.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Rejected messages up to this size are stored whole (so raising MAX_MESSAGE_BYTES and
+    /// replaying works); larger ones as their first 4 KiB with their size and SHA-256.
+    #[arg(long, env = "REJECTED_PAYLOAD_MAX_BYTES", default_value_t = orders_domain::ingest::DEFAULT_REJECTED_PAYLOAD_MAX_BYTES)]
+    pub rejected_payload_max_bytes: usize,
     /// Consume the topic (turn off to serve reads only).
     #[arg(long, env = "CONSUME", default_value_t = true, action = clap::ArgAction::Set)]
     pub consume: bool,
@@ -156,7 +167,19 @@ impl Settings {
             dbname: self.db_name.clone(),
             pool_size: self.db_pool_size as usize,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(self.db_statement_timeout_secs),
         }
+    }
+
+    /// The ingest use case with this configuration's limits.
+    pub fn ingest(
+        &self,
+        repo: std::sync::Arc<dyn orders_domain::OrderRepository>,
+        cache: std::sync::Arc<dyn orders_domain::OrderCache>,
+    ) -> orders_domain::IngestService {
+        orders_domain::IngestService::new(repo, cache)
+            .with_max_message_bytes(self.max_message_bytes)
+            .with_rejected_payload_max_bytes(self.rejected_payload_max_bytes)
     }
 
     pub fn kafka(&self) -> orders_kafka::KafkaConfig {

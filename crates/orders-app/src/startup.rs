@@ -134,8 +134,7 @@ impl Application {
         let repo_dyn: Arc<dyn OrderRepository> = Arc::new(repo.clone());
         let cache_dyn: Arc<dyn OrderCache> = cache.clone();
         let query = QueryService::new(repo_dyn.clone(), cache_dyn.clone());
-        let ingest = IngestService::new(repo_dyn, cache_dyn)
-            .with_max_message_bytes(settings.max_message_bytes);
+        let ingest = settings.ingest(repo_dyn, cache_dyn);
 
         let registry = prometheus::Registry::new();
         let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;

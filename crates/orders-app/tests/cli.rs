@@ -67,6 +67,7 @@ async fn rejected_list_counts_and_replay() {
         reason: RejectReason::Invalid,
         detail: "rule of an older version".into(),
         payload: Some(payload),
+        truncated: None,
     };
     repo.store_batch(&StoreBatch {
         topic: "orders".into(),
@@ -119,5 +120,118 @@ async fn rejected_list_counts_and_replay() {
     // Again: nothing new is stored, and the command still ends.
     let again = stdout(&orders(&settings, &["rejected", "replay"]));
     assert!(again.contains("0 stored as orders"), "{again}");
+    repo.close();
+}
+
+/// A replayed order the database refuses (here a constraint the test adds, as a stricter schema
+/// would) is left rejected; the rows before and after it are still replayed.
+#[tokio::test]
+async fn replay_goes_past_a_row_the_database_refuses() {
+    let settings = common::test_settings(None).await;
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+        .await
+        .unwrap();
+    let sql = orders_postgres::testing::sql_client(&settings.postgres()).await;
+    sql.batch_execute(
+        "ALTER TABLE orders ADD CONSTRAINT test_refuses CHECK (customer_id <> 'refuse me')",
+    )
+    .await
+    .unwrap();
+    let rejections: Vec<Rejection> = (0..5)
+        .map(|i| {
+            let mut o = generated_order("refuse-", i, 1);
+            if i == 2 {
+                o.customer_id = "refuse me".into();
+            }
+            Rejection::new(
+                Position {
+                    topic: "orders".into(),
+                    partition: 0,
+                    offset: i as i64,
+                },
+                RejectReason::Invalid,
+                "rule of an older version",
+                Some(Bytes::from(serde_json::to_vec(&o).unwrap())),
+            )
+        })
+        .collect();
+    repo.store_batch(&StoreBatch {
+        topic: "orders".into(),
+        rejections,
+        ..StoreBatch::default()
+    })
+    .await
+    .unwrap();
+    let replay = stdout(&orders(&settings, &["rejected", "replay"]));
+    assert!(
+        replay.contains("4 stored as orders, 0 duplicates, 1 still rejected (1 refused"),
+        "{replay}"
+    );
+    for i in [0, 1, 3, 4] {
+        assert!(repo.get(&format!("refuse-{i}")).await.unwrap().is_some());
+    }
+    let left: Vec<i64> = sql
+        .query("SELECT \"offset\" FROM rejected_messages", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec![2]);
+    repo.close();
+}
+
+/// What `rejected list` prints never carries a control character from a message (no terminal
+/// escape sequence reaches the operator), and it pages with `--after-id`.
+#[tokio::test]
+async fn rejected_list_escapes_control_characters_and_pages() {
+    let settings = common::test_settings(None).await;
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+        .await
+        .unwrap();
+    let hostile = b"\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\n".to_vec();
+    let rejections: Vec<Rejection> = (0..5)
+        .map(|i| {
+            Rejection::new(
+                Position {
+                    topic: "orders".into(),
+                    partition: 0,
+                    offset: i,
+                },
+                RejectReason::NotJson,
+                "detail with \u{1b}[31m an escape",
+                Some(Bytes::from(hostile.clone())),
+            )
+        })
+        .collect();
+    repo.store_batch(&StoreBatch {
+        topic: "orders".into(),
+        rejections,
+        ..StoreBatch::default()
+    })
+    .await
+    .unwrap();
+    let first = stdout(&orders(&settings, &["rejected", "list", "--limit", "2"]));
+    assert!(
+        !first.chars().any(|c| c.is_control() && c != '\n'),
+        "{first:?}"
+    );
+    assert!(first.contains("\\u{1b}]0;pwned"), "{first}");
+    assert!(first.contains("orders/0@0") && first.contains("orders/0@1"));
+    let next = first
+        .lines()
+        .find_map(|l| l.strip_prefix("next page: orders rejected list --after-id "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let second = stdout(&orders(
+        &settings,
+        &["rejected", "list", "--limit", "2", "--after-id", &next],
+    ));
+    assert!(
+        second.contains("orders/0@2") && second.contains("orders/0@3"),
+        "{second}"
+    );
+    assert!(!second.contains("orders/0@1 "), "{second}");
     repo.close();
 }

@@ -11,6 +11,10 @@ use crate::ports::{
 };
 use crate::validation::{DEFAULT_MAX_MESSAGE_BYTES, RejectReason, decode_order};
 
+/// Default bound on a rejected payload kept whole: well above the default
+/// `MAX_MESSAGE_BYTES`, so that raising that limit and replaying `oversize` rows still works.
+pub const DEFAULT_REJECTED_PAYLOAD_MAX_BYTES: usize = 16 * 1024 * 1024;
+
 /// What one ingest step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IngestReport {
@@ -29,6 +33,21 @@ pub struct ReplayReport {
     pub stored: usize,
     pub duplicates: usize,
     pub still_rejected: usize,
+    /// Valid orders the store refused (a storage constraint): left as they were, counted in
+    /// `still_rejected` too.
+    pub refused: usize,
+}
+
+/// Halves of a replay batch; its orders and superseded ids are index-aligned.
+fn split_replay(mut batch: StoreBatch) -> (StoreBatch, StoreBatch) {
+    let mid = batch.orders.len() / 2;
+    let second = StoreBatch {
+        topic: batch.topic.clone(),
+        orders: batch.orders.split_off(mid),
+        superseded_rejections: batch.superseded_rejections.split_off(mid),
+        ..StoreBatch::default()
+    };
+    (batch, second)
 }
 
 /// Rejected rows replayed per transaction.
@@ -40,6 +59,7 @@ pub struct IngestService {
     repo: Arc<dyn OrderRepository>,
     cache: Arc<dyn OrderCache>,
     max_message_bytes: usize,
+    rejected_payload_max_bytes: usize,
 }
 
 impl IngestService {
@@ -48,7 +68,14 @@ impl IngestService {
             repo,
             cache,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            rejected_payload_max_bytes: DEFAULT_REJECTED_PAYLOAD_MAX_BYTES,
         }
+    }
+
+    /// Rejected payloads over this many bytes are kept as an excerpt with size and digest.
+    pub fn with_rejected_payload_max_bytes(mut self, max: usize) -> Self {
+        self.rejected_payload_max_bytes = max;
+        self
     }
 
     /// Messages over this many bytes are rejected as `oversize` before parsing.
@@ -75,24 +102,25 @@ impl IngestService {
             match decode_order(msg.value.as_deref(), self.max_message_bytes) {
                 Ok(order) if !seen.insert(order.order_uid.clone()) => {
                     // Same uid twice in one batch: the first wins, like across batches.
-                    rejections.push(Rejection {
-                        detail: format!("order_uid {:?} already in this batch", order.order_uid),
-                        position,
-                        reason: RejectReason::Duplicate,
-                        payload: msg.value,
-                    });
+                    rejections.push(
+                        Rejection::new(
+                            position,
+                            RejectReason::Duplicate,
+                            &format!("order_uid {:?} already in this batch", order.order_uid),
+                            msg.value,
+                        )
+                        .cap_payload(self.rejected_payload_max_bytes),
+                    );
                 }
                 Ok(order) => orders.push(AcceptedOrder {
                     order,
                     position,
                     payload: msg.value.unwrap_or_default(),
                 }),
-                Err(err) => rejections.push(Rejection {
-                    position,
-                    reason: err.reason(),
-                    detail: err.to_string(),
-                    payload: msg.value,
-                }),
+                Err(err) => rejections.push(
+                    Rejection::new(position, err.reason(), &err.to_string(), msg.value)
+                        .cap_payload(self.rejected_payload_max_bytes),
+                ),
             }
         }
         StoreBatch {
@@ -188,6 +216,11 @@ impl IngestService {
             let mut batches: BTreeMap<String, StoreBatch> = BTreeMap::new();
             let mut seen = HashSet::new();
             for row in rows {
+                if row.truncated.is_some() {
+                    // Only an excerpt was kept: nothing to decode.
+                    report.still_rejected += 1;
+                    continue;
+                }
                 let Ok(order) = decode_order(row.payload.as_deref(), self.max_message_bytes) else {
                     report.still_rejected += 1;
                     continue;
@@ -210,11 +243,43 @@ impl IngestService {
                 });
             }
             for batch in batches.into_values() {
-                let outcome = self.repo.store_batch(&batch).await?;
-                report.stored += outcome.stored.len();
-                report.duplicates += outcome.duplicates.len();
+                self.replay_batch(batch, &mut report).await?;
             }
         }
         Ok(report)
+    }
+
+    /// Stores one replay batch. A batch the store refuses for its content is split in halves
+    /// until the refused row is alone; that row is left as it is (it stays rejected) and the
+    /// others are stored, so one bad row never stops a replay.
+    async fn replay_batch(
+        &self,
+        batch: StoreBatch,
+        report: &mut ReplayReport,
+    ) -> Result<(), RepositoryError> {
+        let mut pending = vec![batch];
+        while let Some(batch) = pending.pop() {
+            match self.repo.store_batch(&batch).await {
+                Ok(outcome) => {
+                    report.stored += outcome.stored.len();
+                    report.duplicates += outcome.duplicates.len();
+                }
+                Err(RepositoryError::Constraint(detail)) if batch.orders.len() > 1 => {
+                    tracing::debug!(%detail, rows = batch.orders.len(), "replay batch refused; splitting it");
+                    let (first, second) = split_replay(batch);
+                    pending.push(second);
+                    pending.push(first);
+                }
+                Err(RepositoryError::Constraint(detail)) => {
+                    let id = batch.superseded_rejections.first().copied();
+                    tracing::warn!(rejected_id = ?id, %detail,
+                        "the store refuses this replayed order; leaving it rejected");
+                    report.refused += 1;
+                    report.still_rejected += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }

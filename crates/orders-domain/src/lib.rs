@@ -20,12 +20,13 @@ pub use ingest::{IngestReport, IngestService, ReplayReport};
 pub use model::{Delivery, Item, Order, OrderSummary, Payment};
 pub use ports::{
     AcceptedOrder, CacheStats, FetchedBatch, OrderCache, OrderRepository, OrderSource,
-    PartitionOffset, Position, RawMessage, RejectedFilter, RejectedMessage, Rejection, StartOffset,
-    StoreBatch, StoreOutcome, StoreSeq,
+    PAYLOAD_EXCERPT_BYTES, PartitionOffset, PayloadDigest, Position, RawMessage, RejectedFilter,
+    RejectedMessage, Rejection, StartOffset, StoreBatch, StoreOutcome, StoreSeq,
 };
 pub use query::QueryService;
 pub use validation::{
-    DecodeError, FieldError, RejectReason, decode_order, is_valid_order_uid, validate_order,
+    DecodeError, FieldError, RejectReason, Violations, decode_order, is_valid_order_uid,
+    validate_order,
 };
 
 /// The reference order message, shipped with the project.

@@ -38,8 +38,58 @@ pub struct Rejection {
     pub reason: RejectReason,
     /// Human-readable detail, e.g. `payment.amount: must equal ...`.
     pub detail: String,
-    /// The raw value; `None` for a tombstone.
+    /// The raw value (`None` for a tombstone), or only its start when `truncated` is set.
     pub payload: Option<Bytes>,
+    /// Set when the message was too large to keep whole: its size and digest.
+    pub truncated: Option<PayloadDigest>,
+}
+
+/// What is kept of a payload too large to store whole, beside an excerpt of its start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PayloadDigest {
+    /// Size of the whole message in bytes.
+    pub size: i64,
+    /// SHA-256 of the whole message, lower-case hex.
+    pub sha256: String,
+}
+
+/// Bytes of a too-large payload kept as its excerpt.
+pub const PAYLOAD_EXCERPT_BYTES: usize = 4096;
+
+impl Rejection {
+    /// A rejection whose detail is made fit to store and show (see
+    /// [`crate::validation::bounded_detail`]), with the whole payload.
+    pub fn new(
+        position: Position,
+        reason: RejectReason,
+        detail: &str,
+        payload: Option<Bytes>,
+    ) -> Self {
+        Self {
+            position,
+            reason,
+            detail: crate::validation::bounded_detail(detail),
+            payload,
+            truncated: None,
+        }
+    }
+
+    /// Keeps the payload whole up to `max_bytes`; past that, only its first
+    /// [`PAYLOAD_EXCERPT_BYTES`] with the whole message's size and digest.
+    pub fn cap_payload(mut self, max_bytes: usize) -> Self {
+        if let Some(p) = &self.payload
+            && p.len() > max_bytes
+        {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(p);
+            self.truncated = Some(PayloadDigest {
+                size: i64::try_from(p.len()).unwrap_or(i64::MAX),
+                sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            });
+            self.payload = Some(p.slice(..PAYLOAD_EXCERPT_BYTES.min(max_bytes)));
+        }
+        self
+    }
 }
 
 /// The next offset to read from a partition.
@@ -83,6 +133,8 @@ pub struct RejectedMessage {
     pub detail: String,
     #[serde(skip)]
     pub payload: Option<Bytes>,
+    /// Set when `payload` is only the start of the message.
+    pub truncated: Option<PayloadDigest>,
     pub received_at: DateTime<Utc>,
 }
 
@@ -114,8 +166,9 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
     /// - Orders whose `order_uid` is already stored MUST NOT change anything stored for that
     ///   uid; each MUST be recorded as a rejection with reason `duplicate` and be reported in
     ///   [`StoreOutcome::duplicates`].
-    /// - Rejections MUST be stored with their position, reason, detail and payload; a rejection
-    ///   at a position that is already recorded is ignored.
+    /// - Rejections MUST be stored with their position, reason, detail, payload and (for a
+    ///   truncated payload) digest; a rejection at a position that is already recorded is
+    ///   ignored.
     /// - Each offset MUST replace the stored next offset of `(batch.topic, partition)`.
     /// - An order breaking a storage constraint (negative money, `sale` over 100) MUST fail the
     ///   whole batch with [`RepositoryError::Constraint`].

@@ -72,7 +72,9 @@ fn storage_constraints(order: &Order) -> Result<(), RepositoryError> {
         .items
         .iter()
         .any(|i| i.price < 0 || i.total_price < 0 || !(0..=100).contains(&i.sale));
-    if money.iter().any(|v| *v < 0) || bad_item {
+    // PostgreSQL `text` cannot hold NUL (JSON shows it as \u0000).
+    let nul = serde_json::to_string(order).is_ok_and(|j| j.contains("\\u0000"));
+    if money.iter().any(|v| *v < 0) || bad_item || nul {
         return Err(RepositoryError::Constraint(format!(
             "order {} breaks a storage constraint",
             order.order_uid
@@ -102,6 +104,12 @@ impl OrderRepository for InMemoryRepository {
         for a in &batch.orders {
             storage_constraints(&a.order)?;
         }
+        if let Some(r) = batch.rejections.iter().find(|r| r.detail.contains('\0')) {
+            return Err(RepositoryError::Constraint(format!(
+                "rejection detail at offset {} holds NUL",
+                r.position.offset
+            )));
+        }
         let mut outcome = StoreOutcome::default();
         st.rejected
             .retain(|r| !batch.superseded_rejections.contains(&r.id));
@@ -116,6 +124,7 @@ impl OrderRepository for InMemoryRepository {
                     RejectReason::Duplicate.as_str().to_owned(),
                     format!("order_uid {:?} is already stored", a.order.order_uid),
                     Some(a.payload.clone()),
+                    None,
                 ));
             } else {
                 st.seq += 1;
@@ -131,9 +140,10 @@ impl OrderRepository for InMemoryRepository {
                 r.reason.as_str().to_owned(),
                 r.detail.clone(),
                 r.payload.clone(),
+                r.truncated.clone(),
             ));
         }
-        for (position, reason, detail, payload) in new_rejections {
+        for (position, reason, detail, payload, truncated) in new_rejections {
             if st.rejected.iter().any(|r| r.position == position) {
                 continue;
             }
@@ -145,6 +155,7 @@ impl OrderRepository for InMemoryRepository {
                 reason,
                 detail,
                 payload,
+                truncated,
                 received_at: Utc::now(),
             });
         }
@@ -442,6 +453,7 @@ pub mod conformance {
             reason: RejectReason::NotJson,
             detail: "x".into(),
             payload: Some(Bytes::from_static(b"{")),
+            truncated: None,
         });
         let err = repo
             .store_batch(&b)
@@ -480,6 +492,7 @@ pub mod conformance {
                 reason: RejectReason::Tombstone,
                 detail: "message has no value (tombstone)".into(),
                 payload: None,
+                truncated: None,
             },
             Rejection {
                 position: Position {
@@ -490,6 +503,7 @@ pub mod conformance {
                 reason: RejectReason::NotUtf8,
                 detail: "bad bytes".into(),
                 payload: Some(Bytes::from_static(&[0xff, 0xfe, 0x00])),
+                truncated: None,
             },
         ];
         repo.store_batch(&b).await.unwrap();
@@ -610,6 +624,7 @@ pub mod conformance {
                 reason: RejectReason::Invalid,
                 detail: "an old rule".into(),
                 payload,
+                truncated: None,
             })
             .collect();
         repo.store_batch(&b).await.unwrap();
@@ -647,6 +662,51 @@ pub mod conformance {
         assert_eq!(repo.get(&ok.order_uid).await.unwrap(), Some(ok));
     }
 
+    /// A truncated payload keeps its excerpt, size and digest; text with NUL is refused as a
+    /// constraint (PostgreSQL `text` cannot hold it), never as a transient failure.
+    pub async fn truncated_payloads_and_nul(repo: &dyn OrderRepository) {
+        let big = Bytes::from(vec![b'x'; 10_000]);
+        let mut b = batch(vec![], 0, 1);
+        b.rejections = vec![
+            Rejection::new(
+                Position {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    offset: 0,
+                },
+                RejectReason::Oversize,
+                "too big",
+                Some(big.clone()),
+            )
+            .cap_payload(1_000),
+        ];
+        repo.store_batch(&b).await.unwrap();
+        let rows = repo
+            .rejected(&RejectedFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].payload.as_deref(), Some(&big[..1_000]));
+        let digest = rows[0].truncated.clone().expect("a digest");
+        assert_eq!(digest.size, 10_000);
+        // sha256sum of 10,000 'x' bytes.
+        assert_eq!(
+            digest.sha256,
+            "e4ee97ec252749d2096447e849628d0d7734f51700416eefbb33574bf0b3ee75"
+        );
+
+        let mut bad = generated_order("nul-", 1, 1);
+        bad.delivery.city = "a\u{0}b".into();
+        let err = repo
+            .store_batch(&batch(vec![accepted(bad, 0, 1)], 0, 2))
+            .await
+            .expect_err("NUL in text is refused");
+        assert!(matches!(err, RepositoryError::Constraint(_)), "got {err:?}");
+    }
+
     /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
     /// that yields a fresh, empty repository.
     #[macro_export]
@@ -655,7 +715,7 @@ pub mod conformance {
             $crate::repository_conformance_tests!(@each $make;
                 fixture_round_trip, many_items_round_trip, restore_is_idempotent,
                 failed_batch_commits_nothing, rejections_and_offsets_stored, most_recent_first,
-                superseded_rejections_go_with_the_orders);
+                superseded_rejections_go_with_the_orders, truncated_payloads_and_nul);
         };
         (@each $make:expr; $($name:ident),*) => {
             $(

@@ -17,6 +17,13 @@ pub const MAX_ORDER_UID_LEN: usize = 64;
 pub const MAX_ITEMS: usize = 1000;
 /// Default bound on a raw message, checked before parsing.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Broken rules kept (and shown) per message; the rest are only counted. A crafted order can
+/// break thousands (one per item), and each error costs memory, log and storage.
+pub const MAX_REPORTED_ERRORS: usize = 20;
+/// Longest rejection detail, in bytes: what is logged and stored in `rejected_messages.detail`.
+pub const MAX_DETAIL_BYTES: usize = 4096;
+/// Longest excerpt of a field's value quoted in a rule.
+const MAX_QUOTED_CHARS: usize = 64;
 
 /// One broken rule at one place in the order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,16 +58,30 @@ pub enum DecodeError {
     /// Well-formed JSON whose shape is not an order (missing/unknown field, wrong type).
     #[error("message is not an order: {0}")]
     NotOrder(String),
-    #[error("order is invalid: {}", join(.0))]
-    Invalid(Vec<FieldError>),
+    #[error("order is invalid: {0}")]
+    Invalid(Violations),
 }
 
-fn join(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+/// The rules an order breaks: the first [`MAX_REPORTED_ERRORS`] by path, and how many in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violations {
+    pub errors: Vec<FieldError>,
+    pub total: usize,
+}
+
+impl fmt::Display for Violations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        if self.total > self.errors.len() {
+            write!(f, " (and {} more)", self.total - self.errors.len())?;
+        }
+        Ok(())
+    }
 }
 
 impl DecodeError {
@@ -158,36 +179,173 @@ pub fn parse_order(text: &str) -> Result<Order, DecodeError> {
     if let Ok(order) = serde_json::from_str::<Order>(text) {
         return Ok(order);
     }
-    let de = &mut serde_json::Deserializer::from_str(text);
-    match serde_path_to_error::deserialize::<_, Order>(de) {
-        Ok(order) => Ok(order), // unreachable in practice: the fast path accepted nothing
+    let mut de = serde_json::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, Order>(&mut de) {
+        // The fast path refused it, yet the value is an order: what follows the value is not
+        // whitespace. A message is exactly one JSON value, so this is not JSON (and a second
+        // order after the first must not be lost silently behind a stored first one).
+        Ok(_) => Err(DecodeError::NotJson(clip(&de.end().err().map_or_else(
+            || "trailing characters".to_owned(),
+            |e| e.to_string(),
+        )))),
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
             match inner.classify() {
-                serde_json::error::Category::Data => Err(DecodeError::NotOrder(if path == "." {
-                    inner.to_string()
-                } else {
-                    format!("{path}: {inner}")
-                })),
-                _ => Err(DecodeError::NotJson(inner.to_string())),
+                serde_json::error::Category::Data => {
+                    Err(DecodeError::NotOrder(clip(&if path == "." {
+                        inner.to_string()
+                    } else {
+                        format!("{path}: {inner}")
+                    })))
+                }
+                _ => Err(DecodeError::NotJson(clip(&inner.to_string()))),
             }
         }
     }
 }
 
-/// Checks every rule; returns all broken ones, sorted by path.
-pub fn validate_order(order: &Order) -> Result<(), Vec<FieldError>> {
+/// `text` fit for a rejection detail: control characters escaped (PostgreSQL refuses NUL in
+/// `text`, and a terminal would act on escape sequences) and at most [`MAX_DETAIL_BYTES`] long,
+/// keeping its start and its end (a serde message ends with the position of the error).
+pub fn bounded_detail(text: &str) -> String {
+    clip(text)
+}
+
+/// `text` with its control characters (NUL, escape sequences, newlines) written as escapes,
+/// so it is safe to store in `text` and to print to a terminal.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn clip(text: &str) -> String {
+    // Room for the prefix `DecodeError` adds ("message is not an order: ").
+    const MAX: usize = MAX_DETAIL_BYTES - 64;
+    let escaped = escape_control(text);
+    if escaped.len() <= MAX {
+        return escaped.into_owned();
+    }
+    let keep = MAX / 2 - 32;
+    let head = &escaped[..floor_char_boundary(&escaped, keep)];
+    let tail = &escaped[ceil_char_boundary(&escaped, escaped.len() - keep)..];
+    format!(
+        "{head}…({} bytes left out)…{tail}",
+        escaped.len() - head.len() - tail.len()
+    )
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A value quoted in a rule: at most [`MAX_QUOTED_CHARS`] characters, escaped.
+fn quote(v: &str) -> String {
+    match v.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{v:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &v[..end], v.len()),
+    }
+}
+
+/// Checks every rule; returns the broken ones (the first [`MAX_REPORTED_ERRORS`] by path) and
+/// how many there are.
+pub fn validate_order(order: &Order) -> Result<(), Violations> {
     let mut errors = Vec::new();
     if let Err(e) = order.validate() {
         flatten("", &e, &mut errors);
     }
     cross_field_rules(order, &mut errors);
+    text_rules(order, &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {
+        // Every error is small (a path and a fixed rule or a bounded quote), and there are at
+        // most a few per field of a message under the size limit, so all are sorted, then cut.
         errors.sort_by(|a, b| a.path.cmp(&b.path));
-        Err(errors)
+        let total = errors.len();
+        errors.truncate(MAX_REPORTED_ERRORS);
+        Err(Violations { errors, total })
+    }
+}
+
+const NUL_RULE: &str = "must not contain NUL (\\u0000)";
+
+/// Text that storage cannot hold: PostgreSQL `text` refuses NUL, so it is a broken rule of the
+/// order (with its path), not a storage failure found later.
+fn text_rules(o: &Order, errors: &mut Vec<FieldError>) {
+    let mut check = |path: &dyn Fn() -> String, v: &str| {
+        if v.contains('\0') {
+            errors.push(FieldError {
+                path: path(),
+                rule: NUL_RULE.into(),
+            });
+        }
+    };
+    for (name, v) in [
+        ("order_uid", &o.order_uid),
+        ("track_number", &o.track_number),
+        ("entry", &o.entry),
+        ("locale", &o.locale),
+        ("internal_signature", &o.internal_signature),
+        ("customer_id", &o.customer_id),
+        ("delivery_service", &o.delivery_service),
+        ("shardkey", &o.shardkey),
+        ("oof_shard", &o.oof_shard),
+    ] {
+        check(&|| name.to_owned(), v);
+    }
+    let d = &o.delivery;
+    for (name, v) in [
+        ("name", &d.name),
+        ("phone", &d.phone),
+        ("zip", &d.zip),
+        ("city", &d.city),
+        ("address", &d.address),
+        ("region", &d.region),
+        ("email", &d.email),
+    ] {
+        check(&|| format!("delivery.{name}"), v);
+    }
+    let p = &o.payment;
+    for (name, v) in [
+        ("transaction", &p.transaction),
+        ("request_id", &p.request_id),
+        ("currency", &p.currency),
+        ("provider", &p.provider),
+        ("bank", &p.bank),
+    ] {
+        check(&|| format!("payment.{name}"), v);
+    }
+    for (i, it) in o.items.iter().enumerate() {
+        for (name, v) in [
+            ("track_number", &it.track_number),
+            ("rid", &it.rid),
+            ("name", &it.name),
+            ("size", &it.size),
+            ("brand", &it.brand),
+        ] {
+            check(&|| format!("items[{i}].{name}"), v);
+        }
     }
 }
 
@@ -198,8 +356,8 @@ fn cross_field_rules(order: &Order, errors: &mut Vec<FieldError>) {
             errors.push(FieldError {
                 path: format!("items[{i}].track_number"),
                 rule: format!(
-                    "must equal the order's track_number {:?}",
-                    order.track_number
+                    "must equal the order's track_number {}",
+                    quote(&order.track_number)
                 ),
             });
         }

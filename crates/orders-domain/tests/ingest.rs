@@ -278,6 +278,7 @@ async fn replay_stores_what_is_now_valid_once_per_topic() {
         reason: RejectReason::Invalid,
         detail: "an old rule".into(),
         payload: Some(Bytes::from(payload)),
+        truncated: None,
     };
     for (topic, rejections) in [
         (
@@ -352,4 +353,53 @@ async fn replay_stores_what_is_now_valid_once_per_topic() {
     let again = ingest.replay(None).await.unwrap();
     assert_eq!((again.examined, again.stored), (2, 0));
     assert_eq!(repo.recent(None, 100).await.unwrap().len(), 4);
+}
+
+/// An oversize message is kept whole up to the payload cap (so raising the message limit and
+/// replaying works), and past the cap as an excerpt with its size and digest.
+#[tokio::test]
+async fn oversize_payloads_are_kept_up_to_the_cap_and_replayable() {
+    let repo = Arc::new(InMemoryRepository::new());
+    let cache = Arc::new(InMemoryCache::new(100));
+    let mut big_order = generated_order("big-", 1, 200);
+    big_order.items.iter_mut().for_each(|i| i.name = "n".repeat(200));
+    let big = json(&big_order);
+    assert!(big.len() > 40 * 1024 && big.len() < 100 * 1024);
+    let huge = vec![b' '; 300 * 1024];
+    let strict = IngestService::new(repo.clone(), cache.clone())
+        .with_max_message_bytes(16 * 1024)
+        .with_rejected_payload_max_bytes(200 * 1024);
+    strict
+        .ingest(
+            "t",
+            FetchedBatch {
+                partition: 0,
+                records: vec![msg(0, Some(&big)), msg(1, Some(&huge))],
+                next_offset: 2,
+                high_watermark: 2,
+            },
+        )
+        .await
+        .unwrap();
+    let rows = repo
+        .rejected(&RejectedFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].payload.as_deref(), Some(&big[..]), "kept whole");
+    assert_eq!(rows[0].truncated, None);
+    assert_eq!(
+        rows[1].payload.as_ref().map(Bytes::len),
+        Some(orders_domain::PAYLOAD_EXCERPT_BYTES)
+    );
+    assert_eq!(rows[1].truncated.as_ref().map(|t| t.size), Some(300 * 1024));
+
+    // The limit is raised: the whole one becomes an order, the excerpt stays rejected.
+    let relaxed = IngestService::new(repo.clone(), cache).with_max_message_bytes(1024 * 1024);
+    let report = relaxed.replay(None).await.unwrap();
+    assert_eq!((report.stored, report.still_rejected), (1, 1));
+    assert_eq!(repo.get("big-1").await.unwrap(), Some(big_order));
 }

@@ -18,7 +18,7 @@ fn decode_value(v: &Value) -> Result<Order, DecodeError> {
 /// The paths of the broken rules.
 fn invalid_paths(v: &Value) -> Vec<String> {
     match decode_value(v) {
-        Err(DecodeError::Invalid(errors)) => errors.into_iter().map(|e| e.path).collect(),
+        Err(DecodeError::Invalid(v)) => v.errors.into_iter().map(|e| e.path).collect(),
         other => panic!("expected Invalid, got {other:?}"),
     }
 }
@@ -190,6 +190,7 @@ fn items_count_and_track_number() {
     assert!(
         validate_order(&big)
             .unwrap_err()
+            .errors
             .iter()
             .any(|e| e.path == "items")
     );

@@ -382,6 +382,7 @@ fn refused_store_batch(topic: &str, batch: &FetchedBatch, detail: &str) -> Store
                 reason: RejectReason::StorageRefused,
                 detail: detail.to_owned(),
                 payload: r.value.clone(),
+                truncated: None,
             })
             .collect(),
         offsets: vec![orders_domain::PartitionOffset {

@@ -306,18 +306,26 @@ async fn orders_from_an_independent_python_client_are_ingested() {
     );
 }
 
-/// Orders the domain accepts but PostgreSQL refuses (a NUL character cannot be stored in
-/// `text`): each is isolated by bisecting its batch and recorded as `storage_refused` at its
-/// position; every other order of the batch is stored, and the offsets move past all of them.
+/// Orders the domain accepts but PostgreSQL refuses (here: constraints this test adds, as an
+/// operator's stricter schema would): each is isolated by bisecting its batch and recorded as
+/// `storage_refused` at its position; every other order of the batch is stored, and the
+/// offsets move past all of them.
 #[tokio::test]
 async fn orders_the_database_refuses_are_isolated_and_recorded() {
     let (broker, topic) = (broker(), unique_topic("refused"));
     let db = Db::new().await;
+    db.sql
+        .batch_execute(
+            "ALTER TABLE items ADD CONSTRAINT test_refuses CHECK (name <> 'refuse me');
+             ALTER TABLE orders ADD CONSTRAINT test_refuses CHECK (customer_id <> 'refuse me')",
+        )
+        .await
+        .unwrap();
     let p = producer(&broker, &topic).await;
     let mut in_item = orders_domain::sample::mixed_order("refused-", 1_000);
-    in_item.items[0].name = "nul \u{0} in an item".into();
+    in_item.items[0].name = "refuse me".into();
     let mut in_order = orders_domain::sample::mixed_order("refused-", 1_001);
-    in_order.customer_id = "nul\u{0}".into();
+    in_order.customer_id = "refuse me".into();
     for poison in [&in_item, &in_order] {
         assert!(
             orders_domain::validate_order(poison).is_ok(),

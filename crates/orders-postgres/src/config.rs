@@ -12,6 +12,9 @@ pub struct PgConfig {
     pub pool_size: usize,
     /// How long to wait for a connection (from the pool or a new one) before giving up.
     pub connect_timeout: Duration,
+    /// Server-side `statement_timeout` of every statement; a repository call also gives up
+    /// (client side) a few seconds after it, see [`PgConfig::query_timeout`].
+    pub statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for PgConfig {
@@ -24,6 +27,7 @@ impl std::fmt::Debug for PgConfig {
             .field("dbname", &self.dbname)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -38,6 +42,7 @@ impl Default for PgConfig {
             dbname: "orders_db".into(),
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -51,8 +56,28 @@ impl PgConfig {
             .password(&self.password)
             .dbname(&self.dbname)
             .application_name("orders")
-            .connect_timeout(self.connect_timeout);
+            .connect_timeout(self.connect_timeout)
+            // The server ends a statement that runs (or waits for a lock) too long: 57014,
+            // which the repository reports as transient.
+            .options(format!(
+                "-c statement_timeout={}",
+                self.statement_timeout.as_millis()
+            ))
+            // A peer that vanished (host down, cable cut) is noticed on an idle connection
+            // within about 20 s, and unacknowledged data gives up after the query timeout.
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(2)
+            .tcp_user_timeout(self.query_timeout());
         c
+    }
+
+    /// Client-side bound on one repository call: the statement timeout plus time for the
+    /// server's own cancellation to arrive first (a whole batch is several statements, but
+    /// each is far below the bound).
+    pub fn query_timeout(&self) -> Duration {
+        self.statement_timeout + Duration::from_secs(5)
     }
 
     /// `user@host:port/dbname`, for messages.

@@ -5,11 +5,18 @@
 use crate::error::PgError;
 
 /// `(version, name, sql)`, in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "rejected_payload_digest",
+        include_str!("../../../migrations/0002_rejected_payload_digest.sql"),
+    ),
+];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`.
 const LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"

@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -6,9 +7,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::pin_mut;
 use orders_domain::{
-    AcceptedOrder, Delivery, Item, Order, OrderRepository, OrderSummary, Payment, Position,
-    RejectReason, RejectedFilter, RejectedMessage, RepositoryError, StoreBatch, StoreOutcome,
-    StoreSeq,
+    AcceptedOrder, Delivery, Item, Order, OrderRepository, OrderSummary, PayloadDigest, Payment,
+    Position, RejectReason, RejectedFilter, RejectedMessage, RepositoryError, StoreBatch,
+    StoreOutcome, StoreSeq,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -23,6 +24,9 @@ use crate::migrate::migrate;
 pub struct PgRepository {
     pool: Pool,
     target: String,
+    /// Longest wait for one repository call's answers (client side: it also ends a call on a
+    /// connection that went silent without closing, which no server-side timeout sees).
+    query_timeout: Duration,
 }
 
 impl std::fmt::Debug for PgRepository {
@@ -72,7 +76,36 @@ impl PgRepository {
                 target: target.clone(),
                 source: Box::new(e),
             })?;
-        Ok(Self { pool, target })
+        Ok(Self {
+            pool,
+            target,
+            query_timeout: config.query_timeout(),
+        })
+    }
+
+    /// A connection from the pool; waiting for one is bounded by the pool's wait timeout.
+    async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
+        self.pool.get().await.map_err(map_pool)
+    }
+
+    /// The result of a call made on `client` under [`Self::query_timeout`]. A call that timed
+    /// out leaves its connection in an unknown state (maybe half-open, maybe mid-transaction),
+    /// so it is taken out of the pool and closed, and the caller retries on a fresh one.
+    fn settle<T>(
+        &self,
+        client: deadpool_postgres::Object,
+        result: Result<Result<T, RepositoryError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, RepositoryError> {
+        result.unwrap_or_else(|_| {
+            drop(deadpool_postgres::Object::take(client));
+            Err(RepositoryError::Unavailable {
+                context: format!(
+                    "no answer from PostgreSQL at {} within {:?}; dropped the connection",
+                    self.target, self.query_timeout
+                ),
+                source: None,
+            })
+        })
     }
 
     /// Closes the pool: idle connections are dropped, new `get`s fail.
@@ -149,8 +182,10 @@ const ITEM_TYPES: [Type; 13] = [
 ];
 
 const INSERT_REJECTED: &str = "
-INSERT INTO rejected_messages (topic, partition, \"offset\", reason, detail, payload)
-SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[], $4::text[], $5::text[], $6::bytea[]) AS u
+INSERT INTO rejected_messages (topic, partition, \"offset\", reason, detail, payload,
+    payload_size, payload_sha256)
+SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[], $4::text[], $5::text[], $6::bytea[],
+    $7::int8[], $8::text[]) AS u
 ON CONFLICT (topic, partition, \"offset\") DO NOTHING";
 
 const UPSERT_OFFSETS: &str = "
@@ -374,148 +409,164 @@ fn item_from_row(row: &Row) -> Item {
 #[async_trait]
 impl OrderRepository for PgRepository {
     async fn store_batch(&self, batch: &StoreBatch) -> Result<StoreOutcome, RepositoryError> {
-        let mut client = self.pool.get().await.map_err(map_pool)?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| map_pg("starting a transaction", e))?;
-
-        if !batch.superseded_rejections.is_empty() {
-            tx.execute(
-                "DELETE FROM rejected_messages WHERE id = ANY($1)",
-                &[&batch.superseded_rejections],
-            )
-            .await
-            .map_err(|e| map_pg("deleting replayed rejections", e))?;
-        }
-
-        // Sorted by uid so that concurrent partition transactions take row locks in one order
-        // (no deadlocks between them).
-        let mut sorted: Vec<&AcceptedOrder> = batch.orders.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.order.order_uid.cmp(&b.order.order_uid));
-        let mut outcome = StoreOutcome::default();
-        let mut duplicates: Vec<&AcceptedOrder> = Vec::new();
-        if !sorted.is_empty() {
-            let c = OrderColumns::new(&sorted);
-            let stmt = tx
-                .prepare_cached(INSERT_ORDERS)
+        let mut client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            let tx = client
+                .transaction()
                 .await
-                .map_err(|e| map_pg("preparing orders", e))?;
-            let p: Params<'_> = vec![
-                &c.uid,
-                &c.track,
-                &c.entry,
-                &c.locale,
-                &c.sig,
-                &c.customer,
-                &c.dservice,
-                &c.shardkey,
-                &c.sm_id,
-                &c.created,
-                &c.oof,
-                &batch.topic,
-                &c.partition,
-                &c.offset,
-            ];
-            let rows = tx
-                .query(&stmt, &p)
-                .await
-                .map_err(|e| map_pg("inserting orders", e))?;
-            let inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
-            let (new, dup): (Vec<&AcceptedOrder>, Vec<&AcceptedOrder>) = sorted
-                .into_iter()
-                .partition(|a| inserted.contains(&a.order.order_uid));
-            insert_children(&tx, &new).await?;
-            outcome.stored = new.iter().map(|a| a.order.order_uid.clone()).collect();
-            outcome.duplicates = dup
-                .iter()
-                .map(|a| (a.order.order_uid.clone(), a.position.clone()))
-                .collect();
-            duplicates = dup;
-        }
+                .map_err(|e| map_pg("starting a transaction", e))?;
 
-        let n = batch.rejections.len() + duplicates.len();
-        if n > 0 {
-            let mut partitions = Vec::with_capacity(n);
-            let mut offsets = Vec::with_capacity(n);
-            let mut reasons = Vec::with_capacity(n);
-            let mut details = Vec::with_capacity(n);
-            let mut payloads: Vec<Option<&[u8]>> = Vec::with_capacity(n);
-            for r in &batch.rejections {
-                partitions.push(r.position.partition);
-                offsets.push(r.position.offset);
-                reasons.push(r.reason.as_str());
-                details.push(r.detail.clone());
-                payloads.push(r.payload.as_deref());
+            if !batch.superseded_rejections.is_empty() {
+                tx.execute(
+                    "DELETE FROM rejected_messages WHERE id = ANY($1)",
+                    &[&batch.superseded_rejections],
+                )
+                .await
+                .map_err(|e| map_pg("deleting replayed rejections", e))?;
             }
-            for a in &duplicates {
-                partitions.push(a.position.partition);
-                offsets.push(a.position.offset);
-                reasons.push(RejectReason::Duplicate.as_str());
-                details.push(format!(
-                    "order_uid {:?} is already stored",
-                    a.order.order_uid
-                ));
-                payloads.push(Some(&a.payload));
-            }
-            let stmt = tx
-                .prepare_cached(INSERT_REJECTED)
-                .await
-                .map_err(|e| map_pg("preparing rejections", e))?;
-            tx.execute(
-                &stmt,
-                &[
+
+            // Sorted by uid so that concurrent partition transactions take row locks in one order
+            // (no deadlocks between them).
+            let mut sorted: Vec<&AcceptedOrder> = batch.orders.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.order.order_uid.cmp(&b.order.order_uid));
+            let mut outcome = StoreOutcome::default();
+            let mut duplicates: Vec<&AcceptedOrder> = Vec::new();
+            if !sorted.is_empty() {
+                let c = OrderColumns::new(&sorted);
+                let stmt = tx
+                    .prepare_cached(INSERT_ORDERS)
+                    .await
+                    .map_err(|e| map_pg("preparing orders", e))?;
+                let p: Params<'_> = vec![
+                    &c.uid,
+                    &c.track,
+                    &c.entry,
+                    &c.locale,
+                    &c.sig,
+                    &c.customer,
+                    &c.dservice,
+                    &c.shardkey,
+                    &c.sm_id,
+                    &c.created,
+                    &c.oof,
                     &batch.topic,
-                    &partitions,
-                    &offsets,
-                    &reasons,
-                    &details,
-                    &payloads,
-                ],
-            )
-            .await
-            .map_err(|e| map_pg("inserting rejected messages", e))?;
-        }
+                    &c.partition,
+                    &c.offset,
+                ];
+                let rows = tx
+                    .query(&stmt, &p)
+                    .await
+                    .map_err(|e| map_pg("inserting orders", e))?;
+                let inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+                let (new, dup): (Vec<&AcceptedOrder>, Vec<&AcceptedOrder>) = sorted
+                    .into_iter()
+                    .partition(|a| inserted.contains(&a.order.order_uid));
+                insert_children(&tx, &new).await?;
+                outcome.stored = new.iter().map(|a| a.order.order_uid.clone()).collect();
+                outcome.duplicates = dup
+                    .iter()
+                    .map(|a| (a.order.order_uid.clone(), a.position.clone()))
+                    .collect();
+                duplicates = dup;
+            }
 
-        if !batch.offsets.is_empty() {
-            let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
-            let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
-            let stmt = tx
-                .prepare_cached(UPSERT_OFFSETS)
+            let n = batch.rejections.len() + duplicates.len();
+            if n > 0 {
+                let mut partitions = Vec::with_capacity(n);
+                let mut offsets = Vec::with_capacity(n);
+                let mut reasons = Vec::with_capacity(n);
+                let mut details = Vec::with_capacity(n);
+                let mut payloads: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+                let mut sizes: Vec<Option<i64>> = Vec::with_capacity(n);
+                let mut digests: Vec<Option<&str>> = Vec::with_capacity(n);
+                for r in &batch.rejections {
+                    partitions.push(r.position.partition);
+                    offsets.push(r.position.offset);
+                    reasons.push(r.reason.as_str());
+                    details.push(r.detail.clone());
+                    payloads.push(r.payload.as_deref());
+                    sizes.push(r.truncated.as_ref().map(|t| t.size));
+                    digests.push(r.truncated.as_ref().map(|t| t.sha256.as_str()));
+                }
+                for a in &duplicates {
+                    partitions.push(a.position.partition);
+                    offsets.push(a.position.offset);
+                    reasons.push(RejectReason::Duplicate.as_str());
+                    details.push(format!(
+                        "order_uid {:?} is already stored",
+                        a.order.order_uid
+                    ));
+                    payloads.push(Some(&a.payload));
+                    sizes.push(None);
+                    digests.push(None);
+                }
+                let stmt = tx
+                    .prepare_cached(INSERT_REJECTED)
+                    .await
+                    .map_err(|e| map_pg("preparing rejections", e))?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &batch.topic,
+                        &partitions,
+                        &offsets,
+                        &reasons,
+                        &details,
+                        &payloads,
+                        &sizes,
+                        &digests,
+                    ],
+                )
                 .await
-                .map_err(|e| map_pg("preparing offsets", e))?;
-            tx.execute(&stmt, &[&batch.topic, &parts, &next])
+                .map_err(|e| map_pg("inserting rejected messages", e))?;
+            }
+
+            if !batch.offsets.is_empty() {
+                let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
+                let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
+                let stmt = tx
+                    .prepare_cached(UPSERT_OFFSETS)
+                    .await
+                    .map_err(|e| map_pg("preparing offsets", e))?;
+                tx.execute(&stmt, &[&batch.topic, &parts, &next])
+                    .await
+                    .map_err(|e| map_pg("storing consumer offsets", e))?;
+            }
+            tx.commit()
                 .await
-                .map_err(|e| map_pg("storing consumer offsets", e))?;
-        }
-        tx.commit()
-            .await
-            .map_err(|e| map_pg("committing a batch", e))?;
-        Ok(outcome)
+                .map_err(|e| map_pg("committing a batch", e))?;
+            Ok(outcome)
+        })
+        .await;
+        self.settle(client, result)
     }
 
     async fn get(&self, order_uid: &str) -> Result<Option<Order>, RepositoryError> {
-        let client = self.pool.get().await.map_err(map_pool)?;
-        let order_sql = format!("{SELECT_ORDER_COLUMNS} {FROM_ORDERS} WHERE o.order_uid = $1");
-        let items_sql = format!("{SELECT_ITEM_COLUMNS} WHERE order_uid = $1 ORDER BY position");
-        let (order_stmt, items_stmt) = futures::try_join!(
-            client.prepare_cached(&order_sql),
-            client.prepare_cached(&items_sql)
-        )
-        .map_err(|e| map_pg("preparing get", e))?;
-        // One round trip: the two queries are pipelined on the connection, the order's first,
-        // so the items' snapshot is the later one and holds every item of a visible order
-        // (an order and its items are committed together and never change).
-        let uid: [&(dyn ToSql + Sync); 1] = [&order_uid];
-        let (row, items) = futures::try_join!(
-            client.query_opt(&order_stmt, &uid),
-            client.query(&items_stmt, &uid)
-        )
-        .map_err(|e| map_pg("reading an order", e))?;
-        Ok(row.map(|row| Order {
-            items: items.iter().map(item_from_row).collect(),
-            ..order_from_row(&row)
-        }))
+        let client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            let order_sql = format!("{SELECT_ORDER_COLUMNS} {FROM_ORDERS} WHERE o.order_uid = $1");
+            let items_sql = format!("{SELECT_ITEM_COLUMNS} WHERE order_uid = $1 ORDER BY position");
+            let (order_stmt, items_stmt) = futures::try_join!(
+                client.prepare_cached(&order_sql),
+                client.prepare_cached(&items_sql)
+            )
+            .map_err(|e| map_pg("preparing get", e))?;
+            // One round trip: the two queries are pipelined on the connection, the order's first,
+            // so the items' snapshot is the later one and holds every item of a visible order
+            // (an order and its items are committed together and never change).
+            let uid: [&(dyn ToSql + Sync); 1] = [&order_uid];
+            let (row, items) = futures::try_join!(
+                client.query_opt(&order_stmt, &uid),
+                client.query(&items_stmt, &uid)
+            )
+            .map_err(|e| map_pg("reading an order", e))?;
+            Ok(row.map(|row| Order {
+                items: items.iter().map(item_from_row).collect(),
+                ..order_from_row(&row)
+            }))
+        })
+        .await;
+        self.settle(client, result)
     }
 
     async fn recent(
@@ -525,165 +576,200 @@ impl OrderRepository for PgRepository {
     ) -> Result<Vec<(StoreSeq, Order)>, RepositoryError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let before = before.map_or(i64::MAX, |s| s.0);
-        let mut client = self.pool.get().await.map_err(map_pool)?;
-        // One snapshot for both queries, so every order comes with exactly its items.
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| map_pg("starting a read transaction", e))?;
-        let q = format!(
-            "{SELECT_ORDER_COLUMNS}, o.ingest_seq {FROM_ORDERS}
+        let mut client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            // One snapshot for both queries, so every order comes with exactly its items.
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(|e| map_pg("starting a read transaction", e))?;
+            let q = format!(
+                "{SELECT_ORDER_COLUMNS}, o.ingest_seq {FROM_ORDERS}
              WHERE o.ingest_seq < $2 ORDER BY o.ingest_seq DESC LIMIT $1"
-        );
-        let rows = tx
-            .query(&q, &[&limit, &before])
-            .await
-            .map_err(|e| map_pg("reading recent orders", e))?;
-        let mut orders: Vec<(StoreSeq, Order)> = rows
-            .iter()
-            .map(|r| (StoreSeq(r.get(ORDER_COLUMNS)), order_from_row(r)))
-            .collect();
-        drop(rows);
-        // By the page's uids: an index lookup per order, whatever the plan for the page.
-        let uids: Vec<&str> = orders.iter().map(|(_, o)| o.order_uid.as_str()).collect();
-        let q =
-            format!("{SELECT_ITEM_COLUMNS} WHERE order_uid = ANY($1) ORDER BY order_uid, position");
-        let rows = tx
-            .query(&q, &[&uids])
-            .await
-            .map_err(|e| map_pg("reading recent items", e))?;
-        // Rows come grouped by uid: find each group's order once, borrowing the uid from the
-        // row (no allocation per item row).
-        let index: HashMap<&str, usize> = uids.iter().enumerate().map(|(i, u)| (*u, i)).collect();
-        let mut items: Vec<Vec<Item>> = vec![Vec::new(); orders.len()];
-        let mut current: Option<(&str, usize)> = None;
-        for row in &rows {
-            let uid: &str = row.get(0);
-            let slot = match current {
-                Some((u, i)) if u == uid => i,
-                _ => {
-                    let Some(&i) = index.get(uid) else { continue };
-                    current = Some((uid, i));
-                    i
-                }
-            };
-            items[slot].push(item_from_row(row));
-        }
-        drop(index);
-        drop(uids);
-        for ((_, o), its) in orders.iter_mut().zip(items) {
-            o.items = its;
-        }
-        tx.commit()
-            .await
-            .map_err(|e| map_pg("ending a read transaction", e))?;
-        Ok(orders)
+            );
+            let rows = tx
+                .query(&q, &[&limit, &before])
+                .await
+                .map_err(|e| map_pg("reading recent orders", e))?;
+            let mut orders: Vec<(StoreSeq, Order)> = rows
+                .iter()
+                .map(|r| (StoreSeq(r.get(ORDER_COLUMNS)), order_from_row(r)))
+                .collect();
+            drop(rows);
+            // By the page's uids: an index lookup per order, whatever the plan for the page.
+            let uids: Vec<&str> = orders.iter().map(|(_, o)| o.order_uid.as_str()).collect();
+            let q = format!(
+                "{SELECT_ITEM_COLUMNS} WHERE order_uid = ANY($1) ORDER BY order_uid, position"
+            );
+            let rows = tx
+                .query(&q, &[&uids])
+                .await
+                .map_err(|e| map_pg("reading recent items", e))?;
+            // Rows come grouped by uid: find each group's order once, borrowing the uid from the
+            // row (no allocation per item row).
+            let index: HashMap<&str, usize> =
+                uids.iter().enumerate().map(|(i, u)| (*u, i)).collect();
+            let mut items: Vec<Vec<Item>> = vec![Vec::new(); orders.len()];
+            let mut current: Option<(&str, usize)> = None;
+            for row in &rows {
+                let uid: &str = row.get(0);
+                let slot = match current {
+                    Some((u, i)) if u == uid => i,
+                    _ => {
+                        let Some(&i) = index.get(uid) else { continue };
+                        current = Some((uid, i));
+                        i
+                    }
+                };
+                items[slot].push(item_from_row(row));
+            }
+            drop(index);
+            drop(uids);
+            for ((_, o), its) in orders.iter_mut().zip(items) {
+                o.items = its;
+            }
+            tx.commit()
+                .await
+                .map_err(|e| map_pg("ending a read transaction", e))?;
+            Ok(orders)
+        })
+        .await;
+        self.settle(client, result)
     }
 
     async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.pool.get().await.map_err(map_pool)?;
-        let rows = client
-            .query(
-                "SELECT o.order_uid, o.date_created,
+        let client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            let rows = client
+                .query(
+                    "SELECT o.order_uid, o.date_created,
                         (SELECT count(*) FROM items i WHERE i.order_uid = o.order_uid),
                         p.amount, p.currency
                  FROM orders o JOIN payments p USING (order_uid)
                  ORDER BY o.ingest_seq DESC LIMIT $1",
-                &[&limit],
-            )
-            .await
-            .map_err(|e| map_pg("reading recent order summaries", e))?;
-        Ok(rows
-            .iter()
-            .map(|r| OrderSummary {
-                order_uid: r.get(0),
-                date_created: r.get(1),
-                items: r.get(2),
-                amount: r.get(3),
-                currency: r.get(4),
-            })
-            .collect())
+                    &[&limit],
+                )
+                .await
+                .map_err(|e| map_pg("reading recent order summaries", e))?;
+            Ok(rows
+                .iter()
+                .map(|r| OrderSummary {
+                    order_uid: r.get(0),
+                    date_created: r.get(1),
+                    items: r.get(2),
+                    amount: r.get(3),
+                    currency: r.get(4),
+                })
+                .collect())
+        })
+        .await;
+        self.settle(client, result)
     }
 
     async fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, RepositoryError> {
-        let client = self.pool.get().await.map_err(map_pool)?;
-        let rows = client
-            .query(
-                "SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1",
-                &[&topic],
-            )
-            .await
-            .map_err(|e| map_pg("reading consumer offsets", e))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        let client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            let rows = client
+                .query(
+                    "SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1",
+                    &[&topic],
+                )
+                .await
+                .map_err(|e| map_pg("reading consumer offsets", e))?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+        .await;
+        self.settle(client, result)
     }
 
     async fn rejected(
         &self,
         filter: &RejectedFilter,
     ) -> Result<Vec<RejectedMessage>, RepositoryError> {
-        let client = self.pool.get().await.map_err(map_pool)?;
-        let reason = filter.reason.map(RejectReason::as_str);
-        let after = filter.after_id.unwrap_or(0);
-        let up_to = filter.up_to_id.unwrap_or(i64::MAX);
-        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                "SELECT id, topic, partition, \"offset\", reason, detail, payload, received_at
+        let client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            let reason = filter.reason.map(RejectReason::as_str);
+            let after = filter.after_id.unwrap_or(0);
+            let up_to = filter.up_to_id.unwrap_or(i64::MAX);
+            let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+            let rows = client
+                .query(
+                    "SELECT id, topic, partition, \"offset\", reason, detail, payload, received_at,
+                        payload_size, payload_sha256
                  FROM rejected_messages
                  WHERE ($1::text IS NULL OR reason = $1) AND id > $2 AND id <= $4
                  ORDER BY id LIMIT $3",
-                &[&reason, &after, &limit, &up_to],
-            )
-            .await
-            .map_err(|e| map_pg("reading rejected messages", e))?;
-        Ok(rows
-            .iter()
-            .map(|r| RejectedMessage {
-                id: r.get(0),
-                position: Position {
-                    topic: r.get(1),
-                    partition: r.get(2),
-                    offset: r.get(3),
-                },
-                reason: r.get(4),
-                detail: r.get(5),
-                payload: r.get::<_, Option<Vec<u8>>>(6).map(Bytes::from),
-                received_at: r.get(7),
-            })
-            .collect())
+                    &[&reason, &after, &limit, &up_to],
+                )
+                .await
+                .map_err(|e| map_pg("reading rejected messages", e))?;
+            Ok(rows
+                .iter()
+                .map(|r| RejectedMessage {
+                    id: r.get(0),
+                    position: Position {
+                        topic: r.get(1),
+                        partition: r.get(2),
+                        offset: r.get(3),
+                    },
+                    reason: r.get(4),
+                    detail: r.get(5),
+                    payload: r.get::<_, Option<Vec<u8>>>(6).map(Bytes::from),
+                    received_at: r.get(7),
+                    truncated: match (r.get(8), r.get(9)) {
+                        (Some(size), Some(sha256)) => Some(PayloadDigest { size, sha256 }),
+                        _ => None,
+                    },
+                })
+                .collect())
+        })
+        .await;
+        self.settle(client, result)
     }
 
     async fn last_rejected_id(&self) -> Result<Option<i64>, RepositoryError> {
-        let client = self.pool.get().await.map_err(map_pool)?;
-        client
-            .query_one("SELECT max(id) FROM rejected_messages", &[])
-            .await
-            .map(|r| r.get(0))
-            .map_err(|e| map_pg("reading the last rejected id", e))
+        let client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            client
+                .query_one("SELECT max(id) FROM rejected_messages", &[])
+                .await
+                .map(|r| r.get(0))
+                .map_err(|e| map_pg("reading the last rejected id", e))
+        })
+        .await;
+        self.settle(client, result)
     }
 
     async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError> {
-        let client = self.pool.get().await.map_err(map_pool)?;
-        let rows = client
-            .query(
-                "SELECT reason, count(*) FROM rejected_messages GROUP BY reason",
-                &[],
-            )
-            .await
-            .map_err(|e| map_pg("counting rejected messages", e))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        let client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            let rows = client
+                .query(
+                    "SELECT reason, count(*) FROM rejected_messages GROUP BY reason",
+                    &[],
+                )
+                .await
+                .map_err(|e| map_pg("counting rejected messages", e))?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+        .await;
+        self.settle(client, result)
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {
-        let client = self.pool.get().await.map_err(map_pool)?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(|e| map_pg("pinging", e))?;
-        Ok(())
+        let client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| map_pg("pinging", e))?;
+            Ok(())
+        })
+        .await;
+        self.settle(client, result)
     }
 }
