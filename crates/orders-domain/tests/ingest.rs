@@ -362,7 +362,10 @@ async fn oversize_payloads_are_kept_up_to_the_cap_and_replayable() {
     let repo = Arc::new(InMemoryRepository::new());
     let cache = Arc::new(InMemoryCache::new(100));
     let mut big_order = generated_order("big-", 1, 200);
-    big_order.items.iter_mut().for_each(|i| i.name = "n".repeat(200));
+    big_order
+        .items
+        .iter_mut()
+        .for_each(|i| i.name = "n".repeat(200));
     let big = json(&big_order);
     assert!(big.len() > 40 * 1024 && big.len() < 100 * 1024);
     let huge = vec![b' '; 300 * 1024];
