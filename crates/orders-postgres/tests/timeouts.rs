@@ -22,6 +22,24 @@ struct FreezingProxy {
     generation: Arc<AtomicU64>,
 }
 
+/// Copies `from` to `to` while `alive()`; then holds both open and forwards nothing.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    alive: impl Fn() -> bool,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    while alive() {
+        match tokio::time::timeout(Duration::from_millis(50), from.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(n)) if alive() && to.write_all(&buf[..n]).await.is_err() => return,
+            _ => {}
+        }
+    }
+    std::future::pending::<()>().await;
+    drop((from, to));
+}
+
 impl FreezingProxy {
     async fn start(target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -38,48 +56,10 @@ impl FreezingProxy {
                 let target = target.clone();
                 tokio::spawn(async move {
                     let server = TcpStream::connect(target).await.unwrap();
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
                     let alive = move || gen_.load(Ordering::SeqCst) == born;
-                    let alive2 = alive.clone();
-                    let up = async move {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        while alive() {
-                            match tokio::time::timeout(Duration::from_millis(50), cr.read(&mut buf))
-                                .await
-                            {
-                                Ok(Ok(0)) | Ok(Err(_)) => break,
-                                Ok(Ok(n)) if alive() => {
-                                    if sw.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                        // Frozen: hold both halves open, forward nothing.
-                        std::future::pending::<()>().await;
-                        drop((cr, sw));
-                    };
-                    let down = async move {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        while alive2() {
-                            match tokio::time::timeout(Duration::from_millis(50), sr.read(&mut buf))
-                                .await
-                            {
-                                Ok(Ok(0)) | Ok(Err(_)) => break,
-                                Ok(Ok(n)) if alive2() => {
-                                    if cw.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                        std::future::pending::<()>().await;
-                        drop((sr, cw));
-                    };
-                    tokio::join!(up, down);
+                    tokio::join!(pump(cr, sw, alive.clone()), pump(sr, cw, alive));
                 });
             }
         });
