@@ -4,43 +4,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use common::start_binary as start;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use orders_kafka::{KafkaConfig, OrderProducer};
 
 const N: u64 = 20_000;
-
-/// Kills the service if the test fails before stopping it.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(settings: &orders_app::Settings, port: u16) -> Service {
-    Service(
-        Command::new(env!("CARGO_BIN_EXE_orders"))
-            .env("DB_HOST", &settings.db_host)
-            .env("DB_PORT", settings.db_port.to_string())
-            .env("DB_USER", &settings.db_user)
-            .env("DB_PASSWORD", &settings.db_password)
-            .env("DB_NAME", &settings.db_name)
-            .env("KAFKA_BROKER", &settings.kafka_broker)
-            .env("KAFKA_TOPIC", &settings.kafka_topic)
-            .env("HTTP_HOST", "127.0.0.1")
-            .env("HTTP_PORT", port.to_string())
-            .env("SHUTDOWN_TIMEOUT_SECS", "10")
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    )
-}
 
 async fn count(sql: &tokio_postgres::Client, q: &str) -> i64 {
     sql.query_one(q, &[]).await.unwrap().get(0)

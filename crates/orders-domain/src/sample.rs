@@ -86,14 +86,29 @@ pub fn mixed_order(prefix: &str, n: u64) -> Order {
     generated_order(prefix, n, ITEM_MIX[(n % 3) as usize])
 }
 
+/// An order under the default size bound that breaks one rule per item and quotes a long
+/// field in each: 1,000 items whose `track_number` differs from the order's 600,000-character
+/// one. It once made the service build gigabytes of error text (issue 14, item 1).
+pub fn many_errors_message() -> Vec<u8> {
+    let mut o = reference_order();
+    o.order_uid = "many-errors-order".into();
+    o.track_number = "T".repeat(600_000);
+    let item = o.items[0].clone();
+    o.items = vec![item; crate::validation::MAX_ITEMS];
+    serde_json::to_vec(&o).unwrap_or_default()
+}
+
 /// One message of each kind the service must reject, with the reason it must be rejected for:
 /// tombstone, empty, not UTF-8, not JSON, JSON that is not an order, an invalid order
-/// (totals that do not add up) and an oversize one (over the default 1 MiB bound).
+/// (totals that do not add up), an oversize one (over the default 1 MiB bound), and crafted
+/// ones: an order with bytes after it, two orders in one message, NUL in a text field and in
+/// an unknown field's name, and [`many_errors_message`].
 pub fn invalid_messages() -> Vec<(crate::RejectReason, Option<Vec<u8>>)> {
     use crate::RejectReason as R;
     let mut bad_total = reference_order();
     bad_total.order_uid = "invalid-total-order".into();
     bad_total.payment.amount = 1;
+    let reference = crate::REFERENCE_ORDER_JSON.trim_end();
     let mut oversize = crate::REFERENCE_ORDER_JSON.as_bytes().to_vec();
     oversize.resize(crate::validation::DEFAULT_MAX_MESSAGE_BYTES + 10, b' ');
     vec![
@@ -104,5 +119,30 @@ pub fn invalid_messages() -> Vec<(crate::RejectReason, Option<Vec<u8>>)> {
         (R::NotOrder, Some(b"{\"hello\": \"world\"}".to_vec())),
         (R::Invalid, serde_json::to_vec(&bad_total).ok()),
         (R::Oversize, Some(oversize)),
+        (
+            R::NotJson,
+            Some(format!("{reference} trailing").into_bytes()),
+        ),
+        (
+            R::NotJson,
+            Some(format!("{reference}{reference}").into_bytes()),
+        ),
+        (
+            R::Invalid,
+            Some(
+                reference
+                    .replacen("\"Test Testov\"", "\"Test\\u0000Testov\"", 1)
+                    .into_bytes(),
+            ),
+        ),
+        (
+            R::NotOrder,
+            Some(
+                reference
+                    .replacen('{', "{\"x\\u0000y\": 1, ", 1)
+                    .into_bytes(),
+            ),
+        ),
+        (R::Invalid, Some(many_errors_message())),
     ]
 }

@@ -35,20 +35,11 @@ fn bytes_after_a_valid_order_are_not_json() {
     assert!(decode(spaced.as_bytes()).is_ok());
 }
 
-/// The message of item 1: a ~1 MB order track_number and 1,000 items that differ from it.
-fn huge_track_number_order() -> Vec<u8> {
-    let mut v = fixture();
-    let item = v["items"][0].clone();
-    v["items"] = Value::Array(vec![item; 1000]);
-    v["track_number"] = json!("T".repeat(600_000));
-    let bytes = serde_json::to_vec(&v).unwrap();
-    assert!(bytes.len() < DEFAULT_MAX_MESSAGE_BYTES);
-    bytes
-}
-
 #[test]
 fn validation_output_is_bounded() {
-    let err = decode(&huge_track_number_order()).unwrap_err();
+    let message = orders_domain::sample::many_errors_message();
+    assert!(message.len() < DEFAULT_MAX_MESSAGE_BYTES);
+    let err = decode(&message).unwrap_err();
     let DecodeError::Invalid(violations) = &err else {
         panic!("expected invalid, got {err}")
     };
@@ -129,4 +120,14 @@ fn nul_in_an_unknown_field_name_never_reaches_the_detail() {
     let detail = err.to_string();
     assert!(!detail.contains('\0'), "{detail:?}");
     assert!(detail.contains("delivery"), "{detail}");
+}
+
+#[test]
+fn every_sample_invalid_message_is_rejected_for_its_reason() {
+    for (reason, value) in orders_domain::sample::invalid_messages() {
+        let err = decode_order(value.as_deref(), DEFAULT_MAX_MESSAGE_BYTES).unwrap_err();
+        assert_eq!(err.reason(), reason, "{err}");
+        let detail = err.to_string();
+        assert!(detail.len() <= MAX_DETAIL_BYTES && !detail.contains('\0'));
+    }
 }

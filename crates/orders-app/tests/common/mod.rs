@@ -90,3 +90,35 @@ impl TestApp {
             .unwrap();
     }
 }
+
+/// The real `orders` binary, killed when dropped (a failing test leaves no process behind).
+pub struct Service(pub std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real `orders` binary with `settings`' database and topic on `port`.
+pub fn start_binary(settings: &Settings, port: u16) -> Service {
+    Service(
+        std::process::Command::new(env!("CARGO_BIN_EXE_orders"))
+            .env("DB_HOST", &settings.db_host)
+            .env("DB_PORT", settings.db_port.to_string())
+            .env("DB_USER", &settings.db_user)
+            .env("DB_PASSWORD", &settings.db_password)
+            .env("DB_NAME", &settings.db_name)
+            .env("KAFKA_BROKER", &settings.kafka_broker)
+            .env("KAFKA_TOPIC", &settings.kafka_topic)
+            .env("HTTP_HOST", "127.0.0.1")
+            .env("HTTP_PORT", port.to_string())
+            .env("SHUTDOWN_TIMEOUT_SECS", "10")
+            .env("LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
