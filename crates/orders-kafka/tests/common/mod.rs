@@ -96,6 +96,123 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Exact accounting of `topic`: on every partition, the orders read from it plus its
+    /// rejections equal its stored next offset (each offset below it handled exactly once; the
+    /// tests' partitions start at 0 and hold no control records); every order has its delivery,
+    /// its payment and exactly the items its generator gave it (uid `{prefix}{n}` has
+    /// `ITEM_MIX[n % 3]`); and, when given, the rejections are exactly `want` by position.
+    pub async fn assert_accounting(
+        &self,
+        topic: &str,
+        prefix: &str,
+        want: Option<&BTreeMap<(i32, i64), String>>,
+    ) {
+        let per_partition = |q: &'static str| async move {
+            self.sql
+                .query(q, &[&topic])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+                .collect::<BTreeMap<i32, i64>>()
+        };
+        let orders = per_partition(
+            "SELECT source_partition, count(*) FROM orders WHERE source_topic = $1 GROUP BY 1",
+        )
+        .await;
+        let rejected = per_partition(
+            "SELECT partition, count(*) FROM rejected_messages WHERE topic = $1 GROUP BY 1",
+        )
+        .await;
+        let offsets = self.offsets(topic).await;
+        for (p, next) in &offsets {
+            let handled = orders.get(p).unwrap_or(&0) + rejected.get(p).unwrap_or(&0);
+            assert_eq!(
+                handled,
+                *next,
+                "partition {p}: {} orders + {} rejections != stored next offset {next}",
+                orders.get(p).unwrap_or(&0),
+                rejected.get(p).unwrap_or(&0)
+            );
+        }
+        for p in orders.keys().chain(rejected.keys()) {
+            assert!(
+                offsets.contains_key(p),
+                "partition {p} has rows but no offset"
+            );
+        }
+        let n_orders: i64 = orders.values().sum();
+        for table in ["deliveries", "payments"] {
+            assert_eq!(
+                self.count(&format!(
+                    "SELECT count(*) FROM {table} JOIN orders USING (order_uid)"
+                ))
+                .await,
+                n_orders,
+                "one {table} row per order"
+            );
+        }
+        let items = self
+            .sql
+            .query(
+                "SELECT o.order_uid, count(i.order_uid) FROM orders o
+                 LEFT JOIN items i USING (order_uid) GROUP BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(items.len() as i64, n_orders);
+        for r in &items {
+            let uid: &str = r.get(0);
+            let n: u64 = uid
+                .strip_prefix(prefix)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected order {uid}"));
+            assert_eq!(
+                r.get::<_, i64>(1),
+                orders_domain::sample::ITEM_MIX[(n % 3) as usize] as i64,
+                "items of {uid}"
+            );
+        }
+        if let Some(want) = want {
+            let got: BTreeMap<(i32, i64), String> = self
+                .sql
+                .query(
+                    "SELECT partition, \"offset\", reason FROM rejected_messages WHERE topic = $1",
+                    &[&topic],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+                .collect();
+            assert_eq!(&got, want, "rejections by position");
+        }
+    }
+}
+
+/// Sends `good` over the 3 partitions in chunks with one message of every bad kind between
+/// the chunks; returns the bad messages' positions and reasons.
+pub async fn send_mixed(
+    p: &mut OrderProducer,
+    good: Vec<Option<Vec<u8>>>,
+) -> BTreeMap<(i32, i64), String> {
+    let mut want = BTreeMap::new();
+    let per_chunk = good.len().div_ceil(9).max(1);
+    for (i, chunk) in good.chunks(per_chunk).enumerate() {
+        let partition = (i % 3) as i32;
+        p.send_to(partition, chunk.to_vec()).await.unwrap();
+        if i < 3 {
+            for (reason, value) in orders_domain::sample::invalid_messages() {
+                let offset = p.send_to(partition, vec![value]).await.unwrap()[0];
+                want.insert((partition, offset), reason.as_str().to_owned());
+            }
+        }
+    }
+    want
+}
+
 pub use orders_postgres::testing::sql_client;
 
 /// A running consumer (as the service runs it) that can be stopped gracefully or aborted.
