@@ -30,6 +30,7 @@ async fn store(repo: &dyn OrderRepository, orders: Vec<orders_domain::Order>) {
         offsets: vec![PartitionOffset {
             partition: 0,
             next_offset: n,
+            expected: None,
         }],
         ..Default::default()
     })

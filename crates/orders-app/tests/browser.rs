@@ -128,6 +128,7 @@ async fn page_shows_orders_messages_and_never_runs_injected_html() {
         offsets: vec![PartitionOffset {
             partition: 0,
             next_offset: 2,
+            expected: None,
         }],
         ..Default::default()
     };

@@ -95,9 +95,14 @@ pub(crate) async fn ours(
         let ingest = ingest.clone();
         tokio::spawn(async move {
             let (mut prepare, mut store) = (Duration::ZERO, Duration::ZERO);
+            // One stream is one partition: each batch moves its offset on from the last one,
+            // fenced like the consumer's.
+            let mut committed = None;
             for batch in stream {
                 let t = Instant::now();
-                let prepared = ingest.prepare("bench", batch);
+                let next = batch.next_offset;
+                let prepared = ingest.prepare("bench", batch, committed);
+                committed = Some(next);
                 prepare += t.elapsed();
                 let t = Instant::now();
                 let report = ingest.store(&prepared).await?;

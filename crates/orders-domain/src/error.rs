@@ -15,6 +15,17 @@ pub enum RepositoryError {
         #[source]
         source: Option<Source>,
     },
+    /// The partition's stored offset is not the one the batch expected: another writer (a
+    /// replica that took the partition over, or this one's own earlier commit whose answer was
+    /// lost) moved it. Nothing of the batch was kept; re-read the stored offset.
+    #[error(
+        "offset of {topic}/{partition} moved by another writer (expected {expected:?}); batch dropped"
+    )]
+    Fenced {
+        topic: String,
+        partition: i32,
+        expected: Option<i64>,
+    },
     /// The data broke a storage constraint; retrying the same data will fail again.
     #[error("storage constraint violated: {0}")]
     Constraint(String),

@@ -88,8 +88,10 @@ impl IngestService {
         &self.repo
     }
 
-    /// Decodes and validates a fetched batch into what must be stored. Pure: no I/O.
-    pub fn prepare(&self, topic: &str, batch: FetchedBatch) -> StoreBatch {
+    /// Decodes and validates a fetched batch into what must be stored, moving the partition's
+    /// offset from `committed` (the stored next offset this caller read; `None` when none is
+    /// stored) to the batch's next offset. Pure: no I/O.
+    pub fn prepare(&self, topic: &str, batch: FetchedBatch, committed: Option<i64>) -> StoreBatch {
         let mut orders = Vec::with_capacity(batch.records.len());
         let mut rejections = Vec::new();
         let mut seen = HashSet::with_capacity(batch.records.len());
@@ -130,6 +132,7 @@ impl IngestService {
             offsets: vec![PartitionOffset {
                 partition: batch.partition,
                 next_offset: batch.next_offset,
+                expected: committed,
             }],
             superseded_rejections: Vec::new(),
         }
@@ -174,13 +177,20 @@ impl IngestService {
         })
     }
 
-    /// `prepare` then `store`.
+    /// `prepare` then `store`, from the partition's offset as stored now (for tools and tests;
+    /// a consumer passes the offset it read itself to `prepare`, so that it is fenced).
     pub async fn ingest(
         &self,
         topic: &str,
         batch: FetchedBatch,
     ) -> Result<IngestReport, RepositoryError> {
-        self.store(&self.prepare(topic, batch)).await
+        let committed = self
+            .repo
+            .stored_offsets(topic)
+            .await?
+            .get(&batch.partition)
+            .copied();
+        self.store(&self.prepare(topic, batch, committed)).await
     }
 
     /// Re-validates stored rejected payloads with the current rules. Each now-valid message

@@ -92,11 +92,15 @@ impl Rejection {
     }
 }
 
-/// The next offset to read from a partition.
+/// The next offset to read from a partition, and the stored one it replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffset {
     pub partition: i32,
     pub next_offset: i64,
+    /// The next offset this writer read from the store (`None`: none was stored). The batch
+    /// commits only if it is still the stored one (compare-and-set), so a stale or concurrent
+    /// writer can never commit a position twice nor move an offset backwards.
+    pub expected: Option<i64>,
 }
 
 /// Everything one ingestion step writes, in one transaction.
@@ -169,7 +173,10 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
     /// - Rejections MUST be stored with their position, reason, detail, payload and (for a
     ///   truncated payload) digest; a rejection at a position that is already recorded is
     ///   ignored.
-    /// - Each offset MUST replace the stored next offset of `(batch.topic, partition)`.
+    /// - Each offset MUST replace the stored next offset of `(batch.topic, partition)`, and
+    ///   only if the stored one is still `expected` (none stored when `None`); otherwise the
+    ///   whole batch MUST fail with [`RepositoryError::Fenced`] and keep nothing. Two
+    ///   concurrent batches with the same `expected` commit at most one.
     /// - An order breaking a storage constraint (negative money, `sale` over 100) MUST fail the
     ///   whole batch with [`RepositoryError::Constraint`].
     /// - Transient failures (connection lost, pool exhausted, deadlock) MUST be reported as

@@ -101,6 +101,16 @@ impl OrderRepository for InMemoryRepository {
                 ),
             ));
         }
+        for o in &batch.offsets {
+            let stored = st.offsets.get(&(batch.topic.clone(), o.partition)).copied();
+            if stored != o.expected {
+                return Err(RepositoryError::Fenced {
+                    topic: batch.topic.clone(),
+                    partition: o.partition,
+                    expected: o.expected,
+                });
+            }
+        }
         for a in &batch.orders {
             storage_constraints(&a.order)?;
         }
@@ -340,7 +350,13 @@ pub mod conformance {
         }
     }
 
-    fn batch(orders: Vec<AcceptedOrder>, partition: i32, next_offset: i64) -> StoreBatch {
+    /// A batch moving `partition` from `expected` (`None`: nothing stored yet) to `next_offset`.
+    fn batch(
+        orders: Vec<AcceptedOrder>,
+        partition: i32,
+        expected: Option<i64>,
+        next_offset: i64,
+    ) -> StoreBatch {
         StoreBatch {
             topic: TOPIC.into(),
             orders,
@@ -348,6 +364,7 @@ pub mod conformance {
             offsets: vec![PartitionOffset {
                 partition,
                 next_offset,
+                expected,
             }],
             superseded_rejections: vec![],
         }
@@ -357,7 +374,7 @@ pub mod conformance {
     pub async fn fixture_round_trip(repo: &dyn OrderRepository) {
         let order = reference_order();
         let out = repo
-            .store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, 1))
+            .store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, None, 1))
             .await
             .unwrap();
         assert_eq!(out.stored, vec![order.order_uid.clone()]);
@@ -384,7 +401,7 @@ pub mod conformance {
             .enumerate()
             .map(|(i, o)| accepted(o.clone(), 1, i as i64))
             .collect();
-        repo.store_batch(&batch(acc, 1, 20)).await.unwrap();
+        repo.store_batch(&batch(acc, 1, None, 20)).await.unwrap();
         for o in &orders {
             assert_eq!(repo.get(&o.order_uid).await.unwrap().as_ref(), Some(o));
         }
@@ -394,7 +411,7 @@ pub mod conformance {
     /// as a duplicate rejection.
     pub async fn restore_is_idempotent(repo: &dyn OrderRepository) {
         let order = reference_order();
-        repo.store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, 1))
+        repo.store_batch(&batch(vec![accepted(order.clone(), 0, 0)], 0, None, 1))
             .await
             .unwrap();
         let mut changed = order.clone();
@@ -404,6 +421,7 @@ pub mod conformance {
             .store_batch(&batch(
                 vec![accepted(order.clone(), 0, 1), accepted(changed, 0, 2)],
                 0,
+                Some(1),
                 3,
             ))
             .await
@@ -432,6 +450,7 @@ pub mod conformance {
         repo.store_batch(&batch(
             vec![accepted(generated_order("ok-", 0, 1), 0, 0)],
             0,
+            None,
             1,
         ))
         .await
@@ -442,6 +461,7 @@ pub mod conformance {
         let mut b = batch(
             vec![accepted(good.clone(), 0, 1), accepted(bad.clone(), 0, 2)],
             0,
+            Some(1),
             4,
         );
         b.rejections.push(Rejection {
@@ -477,10 +497,16 @@ pub mod conformance {
 
     /// Rejections and offsets are stored with the orders.
     pub async fn rejections_and_offsets_stored(repo: &dyn OrderRepository) {
-        let mut b = batch(vec![accepted(generated_order("rj-", 1, 2), 2, 10)], 2, 13);
+        let mut b = batch(
+            vec![accepted(generated_order("rj-", 1, 2), 2, 10)],
+            2,
+            None,
+            13,
+        );
         b.offsets.push(PartitionOffset {
             partition: 5,
             next_offset: 7,
+            expected: None,
         });
         b.rejections = vec![
             Rejection {
@@ -507,8 +533,9 @@ pub mod conformance {
             },
         ];
         repo.store_batch(&b).await.unwrap();
-        // Re-recording the same positions is ignored.
-        repo.store_batch(&b).await.unwrap();
+        // The same batch again (a retry whose first commit did happen): fenced, nothing kept.
+        let err = repo.store_batch(&b).await.expect_err("fenced");
+        assert!(matches!(err, RepositoryError::Fenced { .. }), "got {err:?}");
         let offsets = repo.stored_offsets(TOPIC).await.unwrap();
         assert_eq!(
             offsets.into_iter().collect::<Vec<_>>(),
@@ -539,12 +566,10 @@ pub mod conformance {
                 )
             })
             .collect();
-        let order_payload = Bytes::from(serde_json::to_vec(&generated_order("rj-", 1, 2)).unwrap());
-        // The second store finds the order already stored: a duplicate at its position.
+        // The fenced second store recorded nothing (no spurious duplicate).
         assert_eq!(
             summary,
             vec![
-                (2, 10, "duplicate", Some(order_payload)),
                 (2, 11, "tombstone", None),
                 (
                     2,
@@ -557,8 +582,7 @@ pub mod conformance {
         let counts = repo.rejected_counts().await.unwrap();
         assert_eq!(counts.get("tombstone"), Some(&1));
         assert_eq!(counts.get("not_utf8"), Some(&1));
-        // The re-stored order at (2, 10) is a duplicate, recorded once.
-        assert_eq!(counts.get("duplicate"), Some(&1));
+        assert_eq!(counts.get("duplicate"), None);
         let only = repo
             .rejected(&RejectedFilter {
                 reason: Some(RejectReason::Tombstone),
@@ -575,9 +599,15 @@ pub mod conformance {
     pub async fn most_recent_first(repo: &dyn OrderRepository) {
         for n in 0..5u64 {
             let o = generated_order("recent-", n, 1 + n as usize);
-            repo.store_batch(&batch(vec![accepted(o, 0, n as i64)], 0, n as i64 + 1))
-                .await
-                .unwrap();
+            let expected = (n > 0).then_some(n as i64);
+            repo.store_batch(&batch(
+                vec![accepted(o, 0, n as i64)],
+                0,
+                expected,
+                n as i64 + 1,
+            ))
+            .await
+            .unwrap();
         }
         let page = repo.recent(None, 3).await.unwrap();
         let uids: Vec<_> = page.iter().map(|(_, o)| o.order_uid.as_str()).collect();
@@ -612,7 +642,7 @@ pub mod conformance {
         let mut bad = generated_order("sup-", 2, 1);
         bad.items[0].sale = 101; // a storage constraint
         let payload = |o: &Order| Some(Bytes::from(serde_json::to_vec(o).unwrap_or_default()));
-        let mut b = batch(vec![], 0, 3);
+        let mut b = batch(vec![], 0, None, 3);
         b.rejections = [(0, payload(&ok)), (1, payload(&bad)), (2, None)]
             .into_iter()
             .map(|(offset, payload)| Rejection {
@@ -644,7 +674,7 @@ pub mod conformance {
         assert_eq!(list(Some(rows[1].id)).await.len(), 2, "bounded by up_to_id");
 
         // Refused by storage: the superseded row stays.
-        let mut refused = batch(vec![accepted(bad, 0, 1)], 0, 3);
+        let mut refused = batch(vec![accepted(bad, 0, 1)], 0, None, 3);
         refused.superseded_rejections = vec![rows[1].id];
         refused.offsets.clear();
         assert!(matches!(
@@ -653,7 +683,7 @@ pub mod conformance {
         ));
         assert_eq!(list(None).await.len(), 3);
         // Stored: the row goes in the same step.
-        let mut replayed = batch(vec![accepted(ok.clone(), 0, 0)], 0, 3);
+        let mut replayed = batch(vec![accepted(ok.clone(), 0, 0)], 0, None, 3);
         replayed.superseded_rejections = vec![rows[0].id];
         replayed.offsets.clear();
         repo.store_batch(&replayed).await.unwrap();
@@ -666,7 +696,7 @@ pub mod conformance {
     /// constraint (PostgreSQL `text` cannot hold it), never as a transient failure.
     pub async fn truncated_payloads_and_nul(repo: &dyn OrderRepository) {
         let big = Bytes::from(vec![b'x'; 10_000]);
-        let mut b = batch(vec![], 0, 1);
+        let mut b = batch(vec![], 0, None, 1);
         b.rejections = vec![
             Rejection::new(
                 Position {
@@ -701,10 +731,74 @@ pub mod conformance {
         let mut bad = generated_order("nul-", 1, 1);
         bad.delivery.city = "a\u{0}b".into();
         let err = repo
-            .store_batch(&batch(vec![accepted(bad, 0, 1)], 0, 2))
+            .store_batch(&batch(vec![accepted(bad, 0, 1)], 0, Some(1), 2))
             .await
             .expect_err("NUL in text is refused");
         assert!(matches!(err, RepositoryError::Constraint(_)), "got {err:?}");
+    }
+
+    /// Two writers that read the same stored offset: one commits, the other's whole batch
+    /// (orders, rejections, offsets) rolls back as fenced, and the offset never moves back.
+    pub async fn concurrent_writers_are_fenced(repo: &dyn OrderRepository) {
+        let first = |prefix: &str, expected, next| {
+            let mut b = batch(
+                vec![accepted(generated_order(prefix, 1, 1), 3, 0)],
+                3,
+                expected,
+                next,
+            );
+            b.rejections.push(Rejection::new(
+                Position {
+                    topic: TOPIC.into(),
+                    partition: 3,
+                    offset: 1,
+                },
+                RejectReason::Empty,
+                "empty",
+                Some(Bytes::new()),
+            ));
+            b
+        };
+        let (a, b) = (first("fence-a-", None, 2), first("fence-b-", None, 2));
+        let (ra, rb) = futures::join!(repo.store_batch(&a), repo.store_batch(&b));
+        let (won, lost) = match (&ra, &rb) {
+            (Ok(_), Err(e)) => ("fence-a-1", e),
+            (Err(e), Ok(_)) => ("fence-b-1", e),
+            other => panic!("exactly one must commit: {other:?}"),
+        };
+        assert!(matches!(lost, RepositoryError::Fenced { .. }), "{lost:?}");
+        assert!(
+            !lost.is_transient(),
+            "a fenced batch is dropped, not retried"
+        );
+        let loser = if won == "fence-a-1" {
+            "fence-b-1"
+        } else {
+            "fence-a-1"
+        };
+        assert!(repo.get(won).await.unwrap().is_some());
+        assert_eq!(repo.get(loser).await.unwrap(), None, "nothing of the loser");
+        let rejected = repo
+            .rejected(&RejectedFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rejected.len(), 1, "one rejection, the winner's");
+        assert_eq!(repo.stored_offsets(TOPIC).await.unwrap().get(&3), Some(&2));
+
+        // A stale writer (it read 0, the offset is at 2 now) is fenced too, even moving forward.
+        let stale = batch(vec![], 3, Some(0), 5);
+        assert!(matches!(
+            repo.store_batch(&stale).await,
+            Err(RepositoryError::Fenced { .. })
+        ));
+        // The current owner goes on.
+        repo.store_batch(&batch(vec![], 3, Some(2), 3))
+            .await
+            .unwrap();
+        assert_eq!(repo.stored_offsets(TOPIC).await.unwrap().get(&3), Some(&3));
     }
 
     /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
@@ -715,7 +809,8 @@ pub mod conformance {
             $crate::repository_conformance_tests!(@each $make;
                 fixture_round_trip, many_items_round_trip, restore_is_idempotent,
                 failed_batch_commits_nothing, rejections_and_offsets_stored, most_recent_first,
-                superseded_rejections_go_with_the_orders, truncated_payloads_and_nul);
+                superseded_rejections_go_with_the_orders, truncated_payloads_and_nul,
+                concurrent_writers_are_fenced);
         };
         (@each $make:expr; $($name:ident),*) => {
             $(

@@ -253,7 +253,7 @@ async fn warm_up_pages_through_the_newest_and_inserts_them_oldest_first() {
 /// recorded as a duplicate at its own position; a second replay stores nothing twice.
 #[tokio::test]
 async fn replay_stores_what_is_now_valid_once_per_topic() {
-    use orders_domain::{PartitionOffset, Position, RejectReason, Rejection, StoreBatch};
+    use orders_domain::{Position, RejectReason, Rejection, StoreBatch};
     let (repo, _, ingest, _) = setup();
     let stored = generated_order("r", 9, 1);
     ingest
@@ -301,10 +301,6 @@ async fn replay_stores_what_is_now_valid_once_per_topic() {
         repo.store_batch(&StoreBatch {
             topic: topic.into(),
             rejections,
-            offsets: vec![PartitionOffset {
-                partition: 0,
-                next_offset: 100,
-            }],
             ..StoreBatch::default()
         })
         .await

@@ -188,11 +188,24 @@ SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[], $4::text[], $5::text[],
     $7::int8[], $8::text[]) AS u
 ON CONFLICT (topic, partition, \"offset\") DO NOTHING";
 
-const UPSERT_OFFSETS: &str = "
-INSERT INTO consumer_offsets (topic, partition, next_offset)
-SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[]) AS u
-ON CONFLICT (topic, partition) DO UPDATE
-    SET next_offset = EXCLUDED.next_offset, updated_at = now()";
+/// Compare-and-set of the batch's offsets: a partition with an expected offset moves only if
+/// it still holds it; one expected to have none is inserted only if still absent. Returns how
+/// many moved: fewer than asked means another writer got there first (fenced). Run first in
+/// the transaction, so a concurrent writer of the same partition waits here on the row (or
+/// the insert) and is fenced before it writes anything.
+const ADVANCE_OFFSETS: &str = "
+WITH u AS (SELECT * FROM UNNEST($2::int4[], $3::int8[], $4::int8[]) AS u(p, next, expected)),
+inserted AS (
+    INSERT INTO consumer_offsets (topic, partition, next_offset)
+    SELECT $1::text, p, next FROM u WHERE expected IS NULL
+    ON CONFLICT (topic, partition) DO NOTHING
+    RETURNING 1),
+moved AS (
+    UPDATE consumer_offsets c SET next_offset = u.next, updated_at = now()
+    FROM u
+    WHERE c.topic = $1::text AND c.partition = u.p AND c.next_offset = u.expected
+    RETURNING 1)
+SELECT (SELECT count(*) FROM inserted) + (SELECT count(*) FROM moved)";
 
 /// Columns of `order_from_row`; the number of them is the index of any column added after.
 const ORDER_COLUMNS: usize = 28;
@@ -416,6 +429,30 @@ impl OrderRepository for PgRepository {
                 .await
                 .map_err(|e| map_pg("starting a transaction", e))?;
 
+            if !batch.offsets.is_empty() {
+                let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
+                let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
+                let expected: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.expected).collect();
+                let stmt = tx
+                    .prepare_cached(ADVANCE_OFFSETS)
+                    .await
+                    .map_err(|e| map_pg("preparing offsets", e))?;
+                let moved: i64 = tx
+                    .query_one(&stmt, &[&batch.topic, &parts, &next, &expected])
+                    .await
+                    .map_err(|e| map_pg("storing consumer offsets", e))?
+                    .get(0);
+                if moved != batch.offsets.len() as i64 {
+                    // Dropping `tx` rolls it back: nothing of the batch is kept.
+                    let stale = batch.offsets[0];
+                    return Err(RepositoryError::Fenced {
+                        topic: batch.topic.clone(),
+                        partition: stale.partition,
+                        expected: stale.expected,
+                    });
+                }
+            }
+
             if !batch.superseded_rejections.is_empty() {
                 tx.execute(
                     "DELETE FROM rejected_messages WHERE id = ANY($1)",
@@ -521,17 +558,6 @@ impl OrderRepository for PgRepository {
                 .map_err(|e| map_pg("inserting rejected messages", e))?;
             }
 
-            if !batch.offsets.is_empty() {
-                let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
-                let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
-                let stmt = tx
-                    .prepare_cached(UPSERT_OFFSETS)
-                    .await
-                    .map_err(|e| map_pg("preparing offsets", e))?;
-                tx.execute(&stmt, &[&batch.topic, &parts, &next])
-                    .await
-                    .map_err(|e| map_pg("storing consumer offsets", e))?;
-            }
             tx.commit()
                 .await
                 .map_err(|e| map_pg("committing a batch", e))?;

@@ -88,6 +88,7 @@ fn batch(n: u64, next_offset: i64) -> StoreBatch {
         offsets: vec![PartitionOffset {
             partition: 0,
             next_offset,
+            expected: (next_offset > 1).then_some(next_offset - 1),
         }],
         ..StoreBatch::default()
     }
