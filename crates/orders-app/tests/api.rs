@@ -31,6 +31,7 @@ async fn store(repo: &dyn OrderRepository, orders: Vec<orders_domain::Order>) {
             partition: 0,
             next_offset: n,
             expected: None,
+            mark: None,
         }],
         ..Default::default()
     })

@@ -129,6 +129,7 @@ async fn page_shows_orders_messages_and_never_runs_injected_html() {
             partition: 0,
             next_offset: 2,
             expected: None,
+            mark: None,
         }],
         ..Default::default()
     };

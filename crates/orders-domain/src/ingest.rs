@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::RepositoryError;
 use crate::ports::{
     AcceptedOrder, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
-    RejectedFilter, Rejection, StoreBatch,
+    RecordMark, RejectedFilter, Rejection, StoreBatch,
 };
 use crate::validation::{DEFAULT_MAX_MESSAGE_BYTES, RejectReason, decode_order};
 
@@ -92,6 +92,7 @@ impl IngestService {
     /// offset from `committed` (the stored next offset this caller read; `None` when none is
     /// stored) to the batch's next offset. Pure: no I/O.
     pub fn prepare(&self, topic: &str, batch: FetchedBatch, committed: Option<i64>) -> StoreBatch {
+        let mark = batch.records.last().map(RecordMark::of);
         let mut orders = Vec::with_capacity(batch.records.len());
         let mut rejections = Vec::new();
         let mut seen = HashSet::with_capacity(batch.records.len());
@@ -133,6 +134,7 @@ impl IngestService {
                 partition: batch.partition,
                 next_offset: batch.next_offset,
                 expected: committed,
+                mark,
             }],
             superseded_rejections: Vec::new(),
         }

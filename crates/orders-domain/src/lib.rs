@@ -20,8 +20,8 @@ pub use ingest::{IngestReport, IngestService, ReplayReport};
 pub use model::{Delivery, Item, Order, OrderSummary, Payment};
 pub use ports::{
     AcceptedOrder, CacheStats, FetchedBatch, OrderCache, OrderRepository, OrderSource,
-    PAYLOAD_EXCERPT_BYTES, PartitionOffset, PayloadDigest, Position, RawMessage, RejectedFilter,
-    RejectedMessage, Rejection, StartOffset, StoreBatch, StoreOutcome, StoreSeq,
+    PAYLOAD_EXCERPT_BYTES, PartitionOffset, PayloadDigest, Position, RawMessage, RecordMark,
+    RejectedFilter, RejectedMessage, Rejection, StartOffset, StoreBatch, StoreOutcome, StoreSeq,
 };
 pub use query::QueryService;
 pub use validation::{

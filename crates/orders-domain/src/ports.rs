@@ -101,6 +101,35 @@ pub struct PartitionOffset {
     /// commits only if it is still the stored one (compare-and-set), so a stale or concurrent
     /// writer can never commit a position twice nor move an offset backwards.
     pub expected: Option<i64>,
+    /// The last record handled, to recognise the log on the next start; `None` keeps the
+    /// stored one.
+    pub mark: Option<RecordMark>,
+}
+
+/// A record's offset and a digest of its value, stored with the partition's offset. After a
+/// topic is deleted and re-created (or its log truncated), offsets repeat with other
+/// messages; the record now at the mark's offset tells whether the log is still the one the
+/// stored offset counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordMark {
+    pub offset: i64,
+    pub digest: i64,
+}
+
+impl RecordMark {
+    /// The mark of `msg`: its offset and the first 8 bytes of the SHA-256 of its value (a
+    /// tombstone's digest is 0). Stable across versions: it is stored.
+    pub fn of(msg: &RawMessage) -> Self {
+        use sha2::Digest;
+        let digest = msg.value.as_deref().map_or(0, |v| {
+            let d = sha2::Sha256::digest(v);
+            i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+        });
+        Self {
+            offset: msg.offset,
+            digest,
+        }
+    }
 }
 
 /// Everything one ingestion step writes, in one transaction.
@@ -171,8 +200,9 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
     ///   uid; each MUST be recorded as a rejection with reason `duplicate` and be reported in
     ///   [`StoreOutcome::duplicates`].
     /// - Rejections MUST be stored with their position, reason, detail, payload and (for a
-    ///   truncated payload) digest; a rejection at a position that is already recorded is
-    ///   ignored.
+    ///   truncated payload) digest. A rejection at a position already recorded is recorded
+    ///   again: positions repeat after a topic is re-created, and no rejection is ever dropped
+    ///   (fencing, below, keeps a batch from being recorded twice).
     /// - Each offset MUST replace the stored next offset of `(batch.topic, partition)`, and
     ///   only if the stored one is still `expected` (none stored when `None`); otherwise the
     ///   whole batch MUST fail with [`RepositoryError::Fenced`] and keep nothing. Two
@@ -200,6 +230,11 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
 
     /// Next offset to read per partition of `topic`, as last committed by `store_batch`.
     async fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, RepositoryError>;
+
+    /// The last [`RecordMark`] stored per partition of `topic` (partitions without one are
+    /// absent).
+    async fn offset_marks(&self, topic: &str)
+    -> Result<BTreeMap<i32, RecordMark>, RepositoryError>;
 
     /// Rejected messages, oldest first.
     async fn rejected(
@@ -275,13 +310,17 @@ pub enum StartOffset {
     /// The stored offset was removed by retention (or is past the end); restarting at the
     /// earliest available offset.
     Reset { stored: i64, earliest: i64 },
+    /// The record at the stored mark's offset is another one: the topic was re-created or its
+    /// log truncated, so the stored offset counts in a log that is gone. Restarting at the
+    /// earliest offset of the new log.
+    Recreated { stored: i64, earliest: i64 },
 }
 
 impl StartOffset {
     pub fn offset(self) -> i64 {
         match self {
             Self::Stored(o) | Self::Earliest(o) => o,
-            Self::Reset { earliest, .. } => earliest,
+            Self::Reset { earliest, .. } | Self::Recreated { earliest, .. } => earliest,
         }
     }
 }
@@ -295,11 +334,13 @@ pub trait OrderSource: Send + Sync + std::fmt::Debug {
     fn topic(&self) -> &str;
     /// The topic's partitions now.
     async fn partitions(&self) -> Result<Vec<i32>, SourceError>;
-    /// Resolves where to start on `partition` given the stored next offset.
+    /// Resolves where to start on `partition` given the stored next offset and the mark of
+    /// the last record handled (checked against the record now at its offset).
     async fn start_offset(
         &self,
         partition: i32,
         stored: Option<i64>,
+        mark: Option<RecordMark>,
     ) -> Result<StartOffset, SourceError>;
     /// The next batch at `offset`; waits up to the adapter's max wait when there is nothing.
     async fn fetch(&self, partition: i32, offset: i64) -> Result<FetchedBatch, SourceError>;

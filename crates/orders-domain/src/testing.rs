@@ -14,8 +14,8 @@ use chrono::Utc;
 use crate::error::RepositoryError;
 use crate::model::{Order, OrderSummary};
 use crate::ports::{
-    CacheStats, OrderCache, OrderRepository, RejectedFilter, RejectedMessage, StoreBatch,
-    StoreOutcome, StoreSeq,
+    CacheStats, OrderCache, OrderRepository, RecordMark, RejectedFilter, RejectedMessage,
+    StoreBatch, StoreOutcome, StoreSeq,
 };
 use crate::validation::RejectReason;
 
@@ -24,6 +24,7 @@ struct MemState {
     orders: HashMap<String, (i64, Order)>,
     seq: i64,
     offsets: BTreeMap<(String, i32), i64>,
+    marks: BTreeMap<(String, i32), RecordMark>,
     rejected: Vec<RejectedMessage>,
     next_rejected_id: i64,
 }
@@ -154,9 +155,6 @@ impl OrderRepository for InMemoryRepository {
             ));
         }
         for (position, reason, detail, payload, truncated) in new_rejections {
-            if st.rejected.iter().any(|r| r.position == position) {
-                continue;
-            }
             st.next_rejected_id += 1;
             let id = st.next_rejected_id;
             st.rejected.push(RejectedMessage {
@@ -172,6 +170,9 @@ impl OrderRepository for InMemoryRepository {
         for o in &batch.offsets {
             st.offsets
                 .insert((batch.topic.clone(), o.partition), o.next_offset);
+            if let Some(mark) = o.mark {
+                st.marks.insert((batch.topic.clone(), o.partition), mark);
+            }
         }
         Ok(outcome)
     }
@@ -222,6 +223,19 @@ impl OrderRepository for InMemoryRepository {
             .iter()
             .filter(|((t, _), _)| t == topic)
             .map(|((_, p), o)| (*p, *o))
+            .collect())
+    }
+
+    async fn offset_marks(
+        &self,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, RecordMark>, RepositoryError> {
+        Ok(self
+            .check()?
+            .marks
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|((_, p), m)| (*p, *m))
             .collect())
     }
 
@@ -329,8 +343,8 @@ pub mod conformance {
     use crate::Order;
     use crate::error::RepositoryError;
     use crate::ports::{
-        AcceptedOrder, OrderRepository, PartitionOffset, Position, RejectedFilter, Rejection,
-        StoreBatch,
+        AcceptedOrder, OrderRepository, PartitionOffset, Position, RecordMark, RejectedFilter,
+        Rejection, StoreBatch,
     };
     use crate::sample::{generated_order, reference_order};
     use crate::validation::RejectReason;
@@ -365,6 +379,7 @@ pub mod conformance {
                 partition,
                 next_offset,
                 expected,
+                mark: None,
             }],
             superseded_rejections: vec![],
         }
@@ -507,6 +522,10 @@ pub mod conformance {
             partition: 5,
             next_offset: 7,
             expected: None,
+            mark: Some(RecordMark {
+                offset: 6,
+                digest: -42,
+            }),
         });
         b.rejections = vec![
             Rejection {
@@ -540,6 +559,17 @@ pub mod conformance {
         assert_eq!(
             offsets.into_iter().collect::<Vec<_>>(),
             vec![(2, 13), (5, 7)]
+        );
+        let marks = repo.offset_marks(TOPIC).await.unwrap();
+        assert_eq!(
+            marks.into_iter().collect::<Vec<_>>(),
+            vec![(
+                5,
+                RecordMark {
+                    offset: 6,
+                    digest: -42
+                }
+            )]
         );
         assert!(
             repo.stored_offsets("another-topic")
@@ -801,6 +831,52 @@ pub mod conformance {
         assert_eq!(repo.stored_offsets(TOPIC).await.unwrap().get(&3), Some(&3));
     }
 
+    /// After a topic is re-created its positions repeat: a rejection at a position already
+    /// recorded is recorded again, never dropped; a batch without a mark keeps the stored one.
+    pub async fn repeated_positions_keep_every_rejection(repo: &dyn OrderRepository) {
+        let rejection = |detail: &str| {
+            Rejection::new(
+                Position {
+                    topic: TOPIC.into(),
+                    partition: 4,
+                    offset: 0,
+                },
+                RejectReason::NotJson,
+                detail,
+                Some(Bytes::from_static(b"{")),
+            )
+        };
+        let mut first = batch(vec![], 4, None, 1);
+        first.rejections.push(rejection("old log"));
+        first.offsets[0].mark = Some(RecordMark {
+            offset: 0,
+            digest: 7,
+        });
+        repo.store_batch(&first).await.unwrap();
+        // The log was re-created: offset 0 again, another message.
+        let mut again = batch(vec![], 4, Some(1), 1);
+        again.rejections.push(rejection("new log"));
+        repo.store_batch(&again).await.unwrap();
+        let details: Vec<String> = repo
+            .rejected(&RejectedFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.detail)
+            .collect();
+        assert_eq!(details, vec!["old log", "new log"]);
+        assert_eq!(
+            repo.offset_marks(TOPIC).await.unwrap().get(&4),
+            Some(&RecordMark {
+                offset: 0,
+                digest: 7
+            })
+        );
+    }
+
     /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
     /// that yields a fresh, empty repository.
     #[macro_export]
@@ -810,7 +886,7 @@ pub mod conformance {
                 fixture_round_trip, many_items_round_trip, restore_is_idempotent,
                 failed_batch_commits_nothing, rejections_and_offsets_stored, most_recent_first,
                 superseded_rejections_go_with_the_orders, truncated_payloads_and_nul,
-                concurrent_writers_are_fenced);
+                concurrent_writers_are_fenced, repeated_positions_keep_every_rejection);
         };
         (@each $make:expr; $($name:ident),*) => {
             $(

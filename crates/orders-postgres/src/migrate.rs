@@ -16,6 +16,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rejected_payload_digest",
         include_str!("../../../migrations/0002_rejected_payload_digest.sql"),
     ),
+    (
+        3,
+        "log_identity",
+        include_str!("../../../migrations/0003_log_identity.sql"),
+    ),
 ];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`.

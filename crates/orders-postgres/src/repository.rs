@@ -8,8 +8,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::pin_mut;
 use orders_domain::{
     AcceptedOrder, Delivery, Item, Order, OrderRepository, OrderSummary, PayloadDigest, Payment,
-    Position, RejectReason, RejectedFilter, RejectedMessage, RepositoryError, StoreBatch,
-    StoreOutcome, StoreSeq,
+    Position, RecordMark, RejectReason, RejectedFilter, RejectedMessage, RepositoryError,
+    StoreBatch, StoreOutcome, StoreSeq,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -185,8 +185,7 @@ const INSERT_REJECTED: &str = "
 INSERT INTO rejected_messages (topic, partition, \"offset\", reason, detail, payload,
     payload_size, payload_sha256)
 SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[], $4::text[], $5::text[], $6::bytea[],
-    $7::int8[], $8::text[]) AS u
-ON CONFLICT (topic, partition, \"offset\") DO NOTHING";
+    $7::int8[], $8::text[]) AS u";
 
 /// Compare-and-set of the batch's offsets: a partition with an expected offset moves only if
 /// it still holds it; one expected to have none is inserted only if still absent. Returns how
@@ -194,14 +193,17 @@ ON CONFLICT (topic, partition, \"offset\") DO NOTHING";
 /// the transaction, so a concurrent writer of the same partition waits here on the row (or
 /// the insert) and is fenced before it writes anything.
 const ADVANCE_OFFSETS: &str = "
-WITH u AS (SELECT * FROM UNNEST($2::int4[], $3::int8[], $4::int8[]) AS u(p, next, expected)),
+WITH u AS (SELECT * FROM UNNEST($2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+        AS u(p, next, expected, mark_offset, mark_digest)),
 inserted AS (
-    INSERT INTO consumer_offsets (topic, partition, next_offset)
-    SELECT $1::text, p, next FROM u WHERE expected IS NULL
+    INSERT INTO consumer_offsets (topic, partition, next_offset, mark_offset, mark_digest)
+    SELECT $1::text, p, next, mark_offset, mark_digest FROM u WHERE expected IS NULL
     ON CONFLICT (topic, partition) DO NOTHING
     RETURNING 1),
 moved AS (
-    UPDATE consumer_offsets c SET next_offset = u.next, updated_at = now()
+    UPDATE consumer_offsets c SET next_offset = u.next, updated_at = now(),
+        mark_offset = coalesce(u.mark_offset, c.mark_offset),
+        mark_digest = coalesce(u.mark_digest, c.mark_digest)
     FROM u
     WHERE c.topic = $1::text AND c.partition = u.p AND c.next_offset = u.expected
     RETURNING 1)
@@ -433,12 +435,32 @@ impl OrderRepository for PgRepository {
                 let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
                 let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
                 let expected: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.expected).collect();
+                let mark_offset: Vec<Option<i64>> = batch
+                    .offsets
+                    .iter()
+                    .map(|o| o.mark.map(|m| m.offset))
+                    .collect();
+                let mark_digest: Vec<Option<i64>> = batch
+                    .offsets
+                    .iter()
+                    .map(|o| o.mark.map(|m| m.digest))
+                    .collect();
                 let stmt = tx
                     .prepare_cached(ADVANCE_OFFSETS)
                     .await
                     .map_err(|e| map_pg("preparing offsets", e))?;
                 let moved: i64 = tx
-                    .query_one(&stmt, &[&batch.topic, &parts, &next, &expected])
+                    .query_one(
+                        &stmt,
+                        &[
+                            &batch.topic,
+                            &parts,
+                            &next,
+                            &expected,
+                            &mark_offset,
+                            &mark_digest,
+                        ],
+                    )
                     .await
                     .map_err(|e| map_pg("storing consumer offsets", e))?
                     .get(0);
@@ -707,6 +729,37 @@ impl OrderRepository for PgRepository {
                 .await
                 .map_err(|e| map_pg("reading consumer offsets", e))?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+        .await;
+        self.settle(client, result)
+    }
+
+    async fn offset_marks(
+        &self,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, RecordMark>, RepositoryError> {
+        let client = self.client().await?;
+        let result = tokio::time::timeout(self.query_timeout, async {
+            let rows = client
+                .query(
+                    "SELECT partition, mark_offset, mark_digest FROM consumer_offsets
+                     WHERE topic = $1 AND mark_offset IS NOT NULL AND mark_digest IS NOT NULL",
+                    &[&topic],
+                )
+                .await
+                .map_err(|e| map_pg("reading offset marks", e))?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        RecordMark {
+                            offset: r.get(1),
+                            digest: r.get(2),
+                        },
+                    )
+                })
+                .collect())
         })
         .await;
         self.settle(client, result)

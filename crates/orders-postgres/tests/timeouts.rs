@@ -89,6 +89,7 @@ fn batch(n: u64, next_offset: i64) -> StoreBatch {
             partition: 0,
             next_offset,
             expected: (next_offset > 1).then_some(next_offset - 1),
+            mark: None,
         }],
         ..StoreBatch::default()
     }
