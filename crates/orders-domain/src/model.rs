@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use crate::validation::{validate_currency, validate_order_uid, validate_phone, validate_token};
+use crate::validation::{
+    validate_currency, validate_email, validate_order_uid, validate_phone, validate_token,
+};
 
 /// One order with its delivery, payment and items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
@@ -61,7 +63,7 @@ pub struct Delivery {
     pub address: String,
     #[validate(length(min = 1, max = 128))]
     pub region: String,
-    #[validate(length(min = 3, max = 254), email)]
+    #[validate(length(min = 3, max = 254), custom(function = "validate_email"))]
     pub email: String,
 }
 
@@ -136,7 +138,7 @@ pub struct OrderSummary {
 /// RFC 3339 in and out, normalised to UTC and truncated to what PostgreSQL stores, so a value
 /// read back from the database serializes exactly like the one that was ingested.
 pub(crate) mod rfc3339 {
-    use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+    use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Timelike, Utc};
     use serde::{Deserialize, Deserializer, Serializer, de};
 
     pub(crate) fn serialize<S: Serializer>(v: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -145,9 +147,21 @@ pub(crate) mod rfc3339 {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&raw)
+        let t = DateTime::parse_from_rfc3339(&raw)
             .map(|t| t.with_timezone(&Utc).trunc_subsecs(6))
-            .map_err(|e| de::Error::custom(format_args!("not an RFC 3339 timestamp ({e})")))
+            .map_err(|e| de::Error::custom(format_args!("not an RFC 3339 timestamp ({e})")))?;
+        // What is accepted must serialize back to RFC 3339 and be stored as it is: a year
+        // outside 1..=9999 in UTC has no RFC 3339 form, and PostgreSQL turns a leap second
+        // into the next minute.
+        if !(1..=9999).contains(&t.year()) {
+            return Err(de::Error::custom(
+                "timestamp outside the years 0001..=9999 (in UTC)",
+            ));
+        }
+        if t.nanosecond() >= 1_000_000_000 {
+            return Err(de::Error::custom("leap seconds are not supported"));
+        }
+        Ok(t)
     }
 }
 

@@ -199,6 +199,11 @@ pub fn parse_order(text: &str) -> Result<Order, DecodeError> {
                         format!("{path}: {inner}")
                     })))
                 }
+                // A number too large even for a float is well-formed JSON that this order
+                // cannot hold: name the field, like any other wrong number.
+                _ if inner.to_string().starts_with("number out of range") && path != "." => {
+                    Err(DecodeError::NotOrder(clip(&format!("{path}: {inner}"))))
+                }
                 _ => Err(DecodeError::NotJson(clip(&inner.to_string()))),
             }
         }
@@ -485,6 +490,19 @@ pub(crate) fn validate_phone(v: &str) -> Result<(), ValidationError> {
         Ok(())
     } else {
         Err(rule("phone", "must be '+' followed by 5..=20 digits"))
+    }
+}
+
+/// An email address. validator's check accepts any text before a domain literal (`a@<x>[1.2.3.4]`),
+/// so a domain with brackets, angle brackets or blanks is refused here first.
+pub(crate) fn validate_email(v: &str) -> Result<(), ValidationError> {
+    use validator::ValidateEmail;
+    let domain = v.rsplit_once('@').map_or("", |(_, d)| d);
+    let odd = |c: char| matches!(c, '[' | ']' | '<' | '>') || c.is_whitespace();
+    if v.validate_email() && !domain.contains(odd) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("email"))
     }
 }
 
