@@ -235,12 +235,41 @@ impl PartitionClient {
     /// Fetching records outside the range known the to broker (marked by low and high watermark) will lead to a
     /// [`ServerError`](Error::ServerError) with [`OffsetOutOfRange`](ProtocolError::OffsetOutOfRange). You may use
     /// [`get_offset`](Self::get_offset) to determine the offset range.
+    ///
+    /// An undecodable batch is an error only when it comes first; otherwise the records before it
+    /// are returned. Use [`fetch_records_detailed`](Self::fetch_records_detailed) to learn how far
+    /// a fetch got (control batches and aborted transactions yield no records) and which batch
+    /// could not be decoded.
     pub async fn fetch_records(
         &self,
         offset: i64,
         bytes: Range<i32>,
         max_wait_ms: i32,
     ) -> Result<(Vec<RecordAndOffset>, i64)> {
+        let fetched = self
+            .fetch_records_detailed(offset, bytes, max_wait_ms)
+            .await?;
+        match fetched.undecodable {
+            Some(batch) if fetched.records.is_empty() => Err(Error::InvalidResponse(format!(
+                "Undecodable record batch at offsets {}..={}: {}",
+                batch.first_offset, batch.last_offset, batch.reason
+            ))),
+            _ => Ok((fetched.records, fetched.high_watermark)),
+        }
+    }
+
+    /// Fetch `bytes` bytes of record data starting at sequence number `offset`, with what
+    /// [`fetch_records`](Self::fetch_records) leaves out: the offset to fetch next and the batch
+    /// that could not be decoded, if any.
+    ///
+    /// Reads with `READ_COMMITTED` semantics: control batches (transaction markers) and the
+    /// batches of aborted transactions are never returned, but `next_offset` moves past them.
+    pub async fn fetch_records_detailed(
+        &self,
+        offset: i64,
+        bytes: Range<i32>,
+        max_wait_ms: i32,
+    ) -> Result<FetchedRecords> {
         let request = &build_fetch_request(offset, bytes, max_wait_ms, self.partition, &self.topic);
 
         let partition = maybe_retry(
@@ -264,9 +293,7 @@ impl PartitionClient {
         )
         .await?;
 
-        let records = extract_records(partition.records.0, offset)?;
-
-        Ok((records, partition.high_watermark.0))
+        Ok(extract_records(partition, offset))
     }
 
     /// Get offset for this partition.
@@ -833,71 +860,175 @@ fn process_fetch_response(
     Ok(response_partition)
 }
 
-fn extract_records(
-    partition_records: Vec<RecordBatch>,
-    request_offset: i64,
-) -> Result<Vec<RecordAndOffset>> {
+/// What one fetch returned, see [`PartitionClient::fetch_records_detailed`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct FetchedRecords {
+    /// The records at or after the requested offset, in offset order, up to the first
+    /// undecodable batch.
+    pub records: Vec<RecordAndOffset>,
+
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+
+    /// The offset to fetch next: one past the last batch this fetch consumed, counting control
+    /// batches and aborted transactions (which yield no records); the requested offset when it
+    /// consumed none. An undecodable batch is not consumed: it starts at or before this offset.
+    pub next_offset: i64,
+
+    /// The first batch at or after `next_offset` that could not be decoded, if any.
+    pub undecodable: Option<UndecodableBatch>,
+}
+
+/// A record batch that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UndecodableBatch {
+    /// The batch's first offset (it may lie before the requested offset).
+    pub first_offset: i64,
+
+    /// The batch's last offset; equal to `first_offset` when the batch header is unreadable.
+    pub last_offset: i64,
+
+    /// Why it could not be decoded.
+    pub reason: String,
+}
+
+/// Turns a partition's fetched batches into records, with `READ_COMMITTED` semantics: control
+/// batches are never returned, and neither are batches of transactions the response lists as
+/// aborted (as the Java consumer does: a producer's batches are aborted from the first offset of
+/// its aborted transaction until its abort marker).
+fn extract_records(partition: FetchResponsePartition, request_offset: i64) -> FetchedRecords {
     let mut records = vec![];
+    let mut next_offset = request_offset;
 
-    for batch in partition_records {
-        match batch.records {
-            ControlBatchOrRecords::ControlBatch(_) => {
-                // ignore
+    // Batches and undecodable batches, merged in log order.
+    let mut undecodable = partition
+        .undecodable_batches
+        .into_iter()
+        .map(|b| UndecodableBatch {
+            first_offset: b.base_offset,
+            last_offset: b.base_offset + i64::from(b.last_offset_delta.unwrap_or(0).max(0)),
+            reason: b.reason,
+        })
+        .filter(|b| b.last_offset >= request_offset)
+        .peekable();
+    let mut aborted_transactions: Vec<(i64, i64)> = partition
+        .aborted_transactions
+        .iter()
+        .map(|t| (t.first_offset.0, t.producer_id.0))
+        .collect();
+    // Consumed from the front, lowest first offset first.
+    aborted_transactions.sort_unstable_by(|a, b| b.cmp(a));
+    let mut aborted_producers = std::collections::HashSet::new();
+
+    for batch in partition.records.0 {
+        let last_offset = batch.base_offset + i64::from(batch.last_offset_delta);
+        if last_offset < request_offset {
+            continue;
+        }
+        if undecodable
+            .peek()
+            .is_some_and(|u| u.first_offset < batch.base_offset)
+        {
+            break;
+        }
+
+        if batch.producer_id >= 0 {
+            while let Some(&(first_offset, producer_id)) = aborted_transactions.last() {
+                if first_offset > last_offset {
+                    break;
+                }
+                aborted_producers.insert(producer_id);
+                aborted_transactions.pop();
             }
-            ControlBatchOrRecords::Records(protocol_records) => {
-                records.reserve(protocol_records.len());
+        }
+        let protocol_records = match batch.records {
+            ControlBatchOrRecords::ControlBatch(marker) => {
+                if marker == ControlBatchRecord::Abort {
+                    aborted_producers.remove(&batch.producer_id);
+                }
+                next_offset = next_offset.max(last_offset + 1);
+                continue;
+            }
+            ControlBatchOrRecords::Records(_)
+                if batch.is_transactional && aborted_producers.contains(&batch.producer_id) =>
+            {
+                next_offset = next_offset.max(last_offset + 1);
+                continue;
+            }
+            ControlBatchOrRecords::Records(protocol_records) => protocol_records,
+        };
 
-                for record in protocol_records {
-                    let offset = batch.base_offset + record.offset_delta as i64;
-                    if offset < request_offset {
-                        // Kafka does not split record batches on the server side, so we need to do this filtering on
-                        // the client side
-                        continue;
-                    }
-
-                    let timestamp_millis =
-                        match batch.first_timestamp.checked_add(record.timestamp_delta) {
-                            Some(ts) => ts,
-                            None => {
-                                return Err(Error::InvalidResponse(format!(
-                                    "Timestamp overflow (first_timestamp={}, delta={}",
-                                    batch.first_timestamp, record.timestamp_delta
-                                )));
-                            }
-                        };
-                    let timestamp = match Utc.timestamp_millis_opt(timestamp_millis) {
-                        LocalResult::None => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Not a valid timestamp ({timestamp_millis})"
-                            )));
-                        }
-                        LocalResult::Single(ts) => ts,
-                        LocalResult::Ambiguous(a, b) => {
-                            return Err(Error::InvalidResponse(format!(
-                                "Ambiguous timestamp ({timestamp_millis}): {a} or {b}"
-                            )));
-                        }
-                    };
-
-                    records.push(RecordAndOffset {
-                        record: Record {
-                            key: record.key,
-                            value: record.value,
-                            headers: record
-                                .headers
-                                .into_iter()
-                                .map(|header| (header.key, header.value))
-                                .collect(),
-                            timestamp,
-                        },
-                        offset,
-                    })
+        // A batch is decoded whole or not at all: a record that cannot be represented (its
+        // timestamp) makes the batch undecodable, like a corrupt payload does.
+        let mut batch_records = Vec::with_capacity(protocol_records.len());
+        let mut failure = None;
+        for record in protocol_records {
+            let offset = batch.base_offset + record.offset_delta as i64;
+            if offset < request_offset {
+                // Kafka does not split record batches on the server side, so we need to do this filtering on
+                // the client side
+                continue;
+            }
+            match record_timestamp(batch.first_timestamp, record.timestamp_delta) {
+                Ok(timestamp) => batch_records.push(RecordAndOffset {
+                    record: Record {
+                        key: record.key,
+                        value: record.value,
+                        headers: record
+                            .headers
+                            .into_iter()
+                            .map(|header| (header.key, header.value))
+                            .collect(),
+                        timestamp,
+                    },
+                    offset,
+                }),
+                Err(reason) => {
+                    failure = Some(reason);
+                    break;
                 }
             }
         }
+        if let Some(reason) = failure {
+            return FetchedRecords {
+                records,
+                high_watermark: partition.high_watermark.0,
+                next_offset,
+                undecodable: Some(UndecodableBatch {
+                    first_offset: batch.base_offset,
+                    last_offset,
+                    reason,
+                }),
+            };
+        }
+        records.append(&mut batch_records);
+        next_offset = next_offset.max(last_offset + 1);
     }
 
-    Ok(records)
+    FetchedRecords {
+        records,
+        high_watermark: partition.high_watermark.0,
+        next_offset,
+        undecodable: undecodable.next(),
+    }
+}
+
+fn record_timestamp(
+    first_timestamp: i64,
+    timestamp_delta: i64,
+) -> std::result::Result<DateTime<Utc>, String> {
+    let timestamp_millis = first_timestamp.checked_add(timestamp_delta).ok_or_else(|| {
+        format!("Timestamp overflow (first_timestamp={first_timestamp}, delta={timestamp_delta})")
+    })?;
+    match Utc.timestamp_millis_opt(timestamp_millis) {
+        LocalResult::None => Err(format!("Not a valid timestamp ({timestamp_millis})")),
+        LocalResult::Single(ts) => Ok(ts),
+        LocalResult::Ambiguous(a, b) => Err(format!(
+            "Ambiguous timestamp ({timestamp_millis}): {a} or {b}"
+        )),
+    }
 }
 
 fn build_list_offsets_request(partition: i32, topic: &str, at: OffsetAt) -> ListOffsetsRequest {

@@ -12,7 +12,7 @@ use integer_encoding::{VarIntReader, VarIntWriter};
 use proptest::prelude::*;
 
 use super::{
-    record::RecordBatch,
+    record::{RecordBatch, UndecodableRecordBatch},
     traits::{ReadError, ReadType, WriteError, WriteType},
     vec_builder::VecBuilder,
 };
@@ -832,6 +832,65 @@ where
         }
 
         Ok(Self(batches))
+    }
+}
+
+impl Records {
+    /// Like [`ReadType::read`], but a batch whose frame is intact and whose content cannot be
+    /// decoded is returned as an [`UndecodableRecordBatch`] instead of failing the whole read.
+    /// Batches come back in log order; a batch cut off at the end (by `max_bytes`) is left out,
+    /// as in `read`.
+    pub fn read_lenient<R>(reader: &mut R) -> Result<(Self, Vec<UndecodableRecordBatch>), ReadError>
+    where
+        R: Read,
+    {
+        // baseOffset (8), batchLength (4); then partitionLeaderEpoch (4), magic (1), crc (4),
+        // attributes (2), lastOffsetDelta (4).
+        const FRAME_HEADER: usize = 12;
+        const MAGIC_AT: usize = 16;
+        const LAST_OFFSET_DELTA_AT: usize = 23;
+
+        let buf = NullableBytes::read(reader)?.0.unwrap_or_default();
+        let mut batches = vec![];
+        let mut undecodable = vec![];
+        let mut pos = 0;
+        while let Some(header) = buf.get(pos..pos + FRAME_HEADER) {
+            let base_offset = i64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
+            let batch_len = i32::from_be_bytes(header[8..].try_into().expect("4 bytes"));
+            let Some(end) = usize::try_from(batch_len)
+                .ok()
+                .and_then(|len| (pos + FRAME_HEADER).checked_add(len))
+            else {
+                // Without a usable length nothing after this point can be framed.
+                undecodable.push(UndecodableRecordBatch {
+                    base_offset,
+                    last_offset_delta: None,
+                    reason: format!("Invalid record batch length: {batch_len}"),
+                });
+                break;
+            };
+            let Some(frame) = buf.get(pos..end) else {
+                // Record batch got cut off, likely due to `FetchRequest::max_bytes`.
+                break;
+            };
+            match RecordBatch::read(&mut Cursor::new(frame)) {
+                Ok(batch) => batches.push(batch),
+                Err(e) => {
+                    let last_offset_delta = (frame.get(MAGIC_AT) == Some(&2))
+                        .then(|| frame.get(LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4))
+                        .flatten()
+                        .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")));
+                    undecodable.push(UndecodableRecordBatch {
+                        base_offset,
+                        last_offset_delta,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            pos = end;
+        }
+
+        Ok((Self(batches), undecodable))
     }
 }
 

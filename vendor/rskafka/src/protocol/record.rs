@@ -246,8 +246,16 @@ where
     R: Read,
 {
     fn read(reader: &mut R) -> Result<Self, ReadError> {
+        // A control record is an ordinary record (length, attributes, deltas, key, value,
+        // headers); the version and type are the first fields of its *key*. Reading them straight
+        // from the stream took the record's length varint for the version ("Unknown control batch
+        // record version: 8192").
+        let record = Record::read(reader)?;
+        let key = record.key.unwrap_or_default();
+        let mut key = Cursor::new(key);
+
         // version
-        let version = Int16::read(reader)?.0;
+        let version = Int16::read(&mut key)?.0;
         if version != 0 {
             return Err(ReadError::Malformed(
                 format!("Unknown control batch record version: {}", version).into(),
@@ -255,7 +263,7 @@ where
         }
 
         // type
-        let t = Int16::read(reader)?.0;
+        let t = Int16::read(&mut key)?.0;
         match t {
             0 => Ok(Self::Abort),
             1 => Ok(Self::Commit),
@@ -271,17 +279,31 @@ where
     W: Write,
 {
     fn write(&self, writer: &mut W) -> Result<(), WriteError> {
+        let mut key = vec![];
+
         // version
-        Int16(0).write(writer)?;
+        Int16(0).write(&mut key)?;
 
         // type
         let t = match self {
             Self::Abort => 0,
             Self::Commit => 1,
         };
-        Int16(t).write(writer)?;
+        Int16(t).write(&mut key)?;
 
-        Ok(())
+        // The value of a transaction marker: version 0 and the coordinator epoch (unknown here).
+        let mut value = vec![];
+        Int16(0).write(&mut value)?;
+        Int32(0).write(&mut value)?;
+
+        Record {
+            timestamp_delta: 0,
+            offset_delta: 0,
+            key: Some(key),
+            value: Some(value),
+            headers: vec![],
+        }
+        .write(writer)
     }
 }
 
@@ -319,6 +341,22 @@ pub enum RecordBatchCompression {
 pub enum RecordBatchTimestampType {
     CreateTime,
     LogAppendTime,
+}
+
+/// A record batch in a fetch response whose frame (base offset and length) is intact but whose
+/// content could not be decoded: a CRC mismatch, an unsupported or corrupt compression, an
+/// unknown magic byte, a malformed record.
+///
+/// The frame's length lets the reader step over it, so one such batch does not make the whole
+/// response (and every batch after it) unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndecodableRecordBatch {
+    /// The batch's first offset.
+    pub base_offset: i64,
+    /// The batch's last offset minus its first, when the header is readable (message format 2).
+    pub last_offset_delta: Option<i32>,
+    /// Why the batch could not be decoded.
+    pub reason: String,
 }
 
 /// Record Batch
@@ -1022,12 +1060,38 @@ mod tests {
 
     test_roundtrip!(ControlBatchRecord, test_control_batch_record_roundtrip);
 
+    /// A control record as brokers write it: the version and type in the key of a record.
+    fn control_record_with_key(version: i16, t: i16) -> Cursor<Vec<u8>> {
+        let mut key = vec![];
+        Int16(version).write(&mut key).unwrap();
+        Int16(t).write(&mut key).unwrap();
+        let mut buf = Cursor::new(Vec::<u8>::new());
+        Record {
+            timestamp_delta: 0,
+            offset_delta: 0,
+            key: Some(key),
+            value: Some(vec![0, 0, 0, 0, 0, 0]),
+            headers: vec![],
+        }
+        .write(&mut buf)
+        .unwrap();
+        buf.set_position(0);
+        buf
+    }
+
+    #[test]
+    fn test_control_batch_record_commit_in_record_envelope() {
+        let mut buf = control_record_with_key(0, 1);
+        assert_eq!(
+            ControlBatchRecord::read(&mut buf).unwrap(),
+            ControlBatchRecord::Commit
+        );
+        assert_eq!(buf.position(), buf.get_ref().len() as u64, "whole record read");
+    }
+
     #[test]
     fn test_control_batch_record_unknown_version() {
-        let mut buf = Cursor::new(Vec::<u8>::new());
-        Int16(1).write(&mut buf).unwrap();
-        Int16(0).write(&mut buf).unwrap();
-        buf.set_position(0);
+        let mut buf = control_record_with_key(1, 0);
 
         let err = ControlBatchRecord::read(&mut buf).unwrap_err();
         assert_matches!(err, ReadError::Malformed(_));
@@ -1039,10 +1103,7 @@ mod tests {
 
     #[test]
     fn test_control_batch_record_unknown_type() {
-        let mut buf = Cursor::new(Vec::<u8>::new());
-        Int16(0).write(&mut buf).unwrap();
-        Int16(2).write(&mut buf).unwrap();
-        buf.set_position(0);
+        let mut buf = control_record_with_key(0, 2);
 
         let err = ControlBatchRecord::read(&mut buf).unwrap_err();
         assert_matches!(err, ReadError::Malformed(_));

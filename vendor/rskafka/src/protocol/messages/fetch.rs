@@ -6,6 +6,7 @@ use crate::protocol::{
     error::Error as ApiError,
     messages::{IsolationLevel, read_versioned_array, write_versioned_array},
     primitives::{Int8, Int16, Int32, Int64, Records, String_},
+    record::UndecodableRecordBatch,
     traits::{ReadType, WriteType},
 };
 
@@ -214,6 +215,9 @@ pub struct FetchResponsePartition {
 
     /// The record data.
     pub records: Records,
+
+    /// Batches of the record data that could not be decoded (see [`Records::read_lenient`]).
+    pub undecodable_batches: Vec<UndecodableRecordBatch>,
 }
 
 impl<R> ReadVersionedType<R> for FetchResponsePartition
@@ -224,17 +228,26 @@ where
         let v = version.0.0;
         assert!(v <= 4);
 
+        let partition_index = Int32::read(reader)?;
+        let error_code = ApiError::new(Int16::read(reader)?.0);
+        let high_watermark = Int64::read(reader)?;
+        let last_stable_offset = (v >= 4).then(|| Int64::read(reader)).transpose()?;
+        let aborted_transactions = (v >= 4)
+            .then(|| read_versioned_array(reader, version))
+            .transpose()?
+            .flatten()
+            .unwrap_or_default();
+        // One batch that cannot be decoded must not make the partition's other batches (and
+        // the high watermark) unreadable: the caller decides what to do with it.
+        let (records, undecodable_batches) = Records::read_lenient(reader)?;
         Ok(Self {
-            partition_index: Int32::read(reader)?,
-            error_code: ApiError::new(Int16::read(reader)?.0),
-            high_watermark: Int64::read(reader)?,
-            last_stable_offset: (v >= 4).then(|| Int64::read(reader)).transpose()?,
-            aborted_transactions: (v >= 4)
-                .then(|| read_versioned_array(reader, version))
-                .transpose()?
-                .flatten()
-                .unwrap_or_default(),
-            records: Records::read(reader)?,
+            partition_index,
+            error_code,
+            high_watermark,
+            last_stable_offset,
+            aborted_transactions,
+            records,
+            undecodable_batches,
         })
     }
 }
