@@ -46,7 +46,9 @@ pub(crate) struct FetchFailed {
 /// A record batch the client cannot decode, at the offset being fetched. The consumer records
 /// it as one `undecodable` rejection and moves past it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("undecodable record batch at offsets {first_offset}..={last_offset} of partition {partition}: {reason}")]
+#[error(
+    "undecodable record batch at offsets {first_offset}..={last_offset} of partition {partition}: {reason}"
+)]
 pub(crate) struct UndecodableBatch {
     pub(crate) partition: i32,
     pub(crate) first_offset: i64,

@@ -202,9 +202,12 @@ impl KafkaSource {
 
     /// The high watermark read on its own, for the lag of a partition whose fetches fail.
     async fn high_watermark(&self, partition: i32) -> Option<i64> {
-        self.on_partition(partition, -1, "reading the high watermark", |pc| async move {
-            pc.get_offset(OffsetAt::Latest).await
-        })
+        self.on_partition(
+            partition,
+            -1,
+            "reading the high watermark",
+            |pc| async move { pc.get_offset(OffsetAt::Latest).await },
+        )
         .await
         .ok()
     }
@@ -303,9 +306,12 @@ impl OrderSource for KafkaSource {
         stored: Option<i64>,
     ) -> Result<StartOffset, SourceError> {
         let earliest = self
-            .on_partition(partition, -1, "reading the earliest offset", |pc| async move {
-                pc.get_offset(OffsetAt::Earliest).await
-            })
+            .on_partition(
+                partition,
+                -1,
+                "reading the earliest offset",
+                |pc| async move { pc.get_offset(OffsetAt::Earliest).await },
+            )
             .await?;
         let Some(stored) = stored else {
             return Ok(StartOffset::Earliest(earliest));
@@ -314,9 +320,12 @@ impl OrderSource for KafkaSource {
             return Ok(StartOffset::Reset { stored, earliest });
         }
         let latest = self
-            .on_partition(partition, -1, "reading the latest offset", |pc| async move {
-                pc.get_offset(OffsetAt::Latest).await
-            })
+            .on_partition(
+                partition,
+                -1,
+                "reading the latest offset",
+                |pc| async move { pc.get_offset(OffsetAt::Latest).await },
+            )
             .await?;
         if stored > latest {
             return Ok(StartOffset::Reset { stored, earliest });

@@ -72,8 +72,12 @@ async fn an_undecodable_batch_is_recorded_once_and_passed() {
     python_producer(&["--bad-timestamp", &broker, &topic]).await;
     let registry = prometheus::Registry::new();
     let metrics = ConsumerMetrics::register(&registry).unwrap();
-    let consumer =
-        start_consumer_with(&db.config, kafka_config(&broker, &topic), Some(metrics.clone())).await;
+    let consumer = start_consumer_with(
+        &db.config,
+        kafka_config(&broker, &topic),
+        Some(metrics.clone()),
+    )
+    .await;
     db.wait_count(REJECTED, 1, 30).await;
     db.wait_count(ORDERS, 2, 30).await;
     wait_offsets(&db, &topic, &BTreeMap::from([(0, 3)]), 10).await;
@@ -91,7 +95,10 @@ async fn an_undecodable_batch_is_recorded_once_and_passed() {
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     assert_eq!((partition, offset, reason.as_str()), (0, 1, "undecodable"));
     assert!(detail.starts_with("offsets 1..=1 (1 record"), "{detail}");
-    assert!(detail.contains("timestamp"), "the decoder's reason: {detail}");
+    assert!(
+        detail.contains("timestamp"),
+        "the decoder's reason: {detail}"
+    );
     assert!(no_payload);
     assert_eq!(
         db.count("SELECT count(*) FROM orders WHERE order_uid IN ('ts-0', 'ts-2')")
@@ -99,10 +106,7 @@ async fn an_undecodable_batch_is_recorded_once_and_passed() {
         2
     );
     assert_eq!(
-        metrics
-            .rejected
-            .with_label_values(&["undecodable"])
-            .get(),
+        metrics.rejected.with_label_values(&["undecodable"]).get(),
         1
     );
 }
@@ -215,5 +219,43 @@ async fn a_stalled_partition_connect_does_not_stall_the_others() {
         started.elapsed().as_secs_f64(),
         per_partition(&db).await
     );
+    consumer.abort().await;
+}
+
+/// While a partition's fetches fail, the lag gauge keeps following the high watermark (read on
+/// its own), so that an alert on lag fires.
+#[tokio::test]
+async fn lag_keeps_rising_while_fetches_fail() {
+    let broker_addr = format!("127.0.0.1:{}", free_port());
+    let proxy = StallProxy::start(broker_addr.clone()).await;
+    let _own = OwnBroker::start_at(broker_addr.clone(), proxy.addr.clone());
+    let topic = unique_topic("lag");
+    let db = Db::new().await;
+    let p = producer(&proxy.addr, &topic).await;
+    // Every connection made from now on stalls at its first fetch; listing offsets works.
+    proxy.stall_fetches();
+    let registry = prometheus::Registry::new();
+    let metrics = ConsumerMetrics::register(&registry).unwrap();
+    let kafka = orders_kafka::KafkaConfig {
+        request_deadline: Duration::from_secs(1),
+        ..kafka_config(&proxy.addr, &topic)
+    };
+    let consumer = start_consumer_with(&db.config, kafka, Some(metrics.clone())).await;
+    let lag = || metrics.lag.with_label_values(&["0"]).get();
+    for (round, sent, want) in [(0, 10, 10), (1, 15, 25)] {
+        p.send_to(0, orders(&format!("lag-{round}-"), sent))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lag() < want as i64 {
+            assert!(
+                Instant::now() < deadline,
+                "lag {} never reached {want} while fetches stall",
+                lag()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(db.count(ORDERS).await, 0, "nothing was fetched");
     consumer.abort().await;
 }

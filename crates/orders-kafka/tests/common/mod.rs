@@ -329,7 +329,13 @@ impl NoidaBroker {
             std::env::temp_dir().join(format!("orders-noida-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new(&bin)
-            .args(["start", "--only", "kafka", "--kafka-port", &port.to_string()])
+            .args([
+                "start",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                &port.to_string(),
+            ])
             .arg("--data-dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -339,7 +345,10 @@ impl NoidaBroker {
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "noida-db did not start on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "noida-db did not start on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { addr, dir, child }
@@ -364,6 +373,8 @@ pub struct StallProxy {
 
 #[derive(Default)]
 struct ProxyState {
+    /// A connection stalls at its first Fetch request (other requests pass).
+    stall_fetches: bool,
     /// One flag per connection so far.
     connections: Vec<Arc<std::sync::atomic::AtomicBool>>,
     /// Connections accepted from now on that are stalled from their first byte, counted from 1.
@@ -393,13 +404,18 @@ impl StallProxy {
                     s.connections.push(stalled.clone());
                 }
                 let target = target.clone();
+                let stall_fetches = st.lock().unwrap().stall_fetches;
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    tokio::spawn(pipe(cr, sw, stalled.clone()));
+                    if stall_fetches {
+                        tokio::spawn(pipe_requests(cr, sw, stalled.clone()));
+                    } else {
+                        tokio::spawn(pipe(cr, sw, stalled.clone()));
+                    }
                     pipe(sr, cw, stalled).await;
                 });
             }
@@ -412,6 +428,12 @@ impl StallProxy {
         for c in &self.state.lock().unwrap().connections {
             c.store(true, std::sync::atomic::Ordering::SeqCst);
         }
+    }
+
+    /// Connections accepted from now on stall at their first Fetch request; other requests
+    /// (metadata, list offsets) are answered.
+    pub fn stall_fetches(&self) {
+        self.state.lock().unwrap().stall_fetches = true;
     }
 
     /// The `nth` connection accepted from now on (counting from 1) forwards nothing.
@@ -443,6 +465,42 @@ async fn pipe(
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Client-to-broker copy that forwards whole request frames (size `i32`, then `api_key` `i16`)
+/// and stalls the connection at the first Fetch (API key 1).
+async fn pipe_requests(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while pending.len() >= 6 {
+            let size = i32::from_be_bytes(pending[..4].try_into().unwrap()) as usize;
+            if pending.len() < 4 + size {
+                break;
+            }
+            let api_key = i16::from_be_bytes(pending[4..6].try_into().unwrap());
+            if api_key == 1 {
+                stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            let frame: Vec<u8> = pending.drain(..4 + size).collect();
+            if to.write_all(&frame).await.is_err() {
+                return;
+            }
         }
     }
 }
