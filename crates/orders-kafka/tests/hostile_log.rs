@@ -93,6 +93,7 @@ async fn an_undecodable_batch_is_recorded_once_and_passed() {
         .unwrap();
     let (partition, offset, reason, detail, no_payload): (i32, i64, String, String, bool) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    println!("recorded: {partition}@{offset} {reason}: {detail}");
     assert_eq!((partition, offset, reason.as_str()), (0, 1, "undecodable"));
     assert!(detail.starts_with("offsets 1..=1 (1 record"), "{detail}");
     assert!(
