@@ -307,14 +307,17 @@ impl Consumer {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<i64> {
         let topic = self.source.topic();
-        let records = bad.last_offset - bad.first_offset + 1;
+        let records = bad
+            .last_offset
+            .saturating_sub(bad.first_offset)
+            .saturating_add(1);
         tracing::warn!(
             first_offset = bad.first_offset,
             last_offset = bad.last_offset,
             reason = %bad.reason,
             "record batch cannot be decoded; recording it as rejected and moving past it"
         );
-        let next_offset = bad.last_offset + 1;
+        let next_offset = bad.last_offset.saturating_add(1);
         let prepared = StoreBatch {
             topic: topic.to_owned(),
             orders: vec![],

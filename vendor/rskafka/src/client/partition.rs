@@ -908,7 +908,10 @@ fn extract_records(partition: FetchResponsePartition, request_offset: i64) -> Fe
         .into_iter()
         .map(|b| UndecodableBatch {
             first_offset: b.base_offset,
-            last_offset: b.base_offset + i64::from(b.last_offset_delta.unwrap_or(0).max(0)),
+            // Saturating: the header of an undecodable batch may hold anything.
+            last_offset: b
+                .base_offset
+                .saturating_add(i64::from(b.last_offset_delta.unwrap_or(0).max(0))),
             reason: b.reason,
         })
         .filter(|b| b.last_offset >= request_offset)
