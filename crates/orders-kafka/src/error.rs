@@ -77,8 +77,8 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e.source();
     while let Some(err) = cur {
         let s = err.to_string();
-        // Some errors repeat their source in their own message.
-        if !out.ends_with(&s) {
+        // rskafka's errors repeat their source in their own message.
+        if !out.contains(&s) {
             out.push_str(": ");
             out.push_str(&s);
         }

@@ -45,25 +45,35 @@ async fn wait_offsets(db: &Db, topic: &str, want: &BTreeMap<i32, i64>, secs: u64
     }
 }
 
-/// Batches compressed with each of Kafka's four codecs by librdkafka are all decoded.
-#[tokio::test]
-async fn batches_in_every_kafka_codec_are_stored() {
-    let broker = broker();
-    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+/// Produces orders with confluent-kafka in each of `codecs` (a topic each) and checks that all
+/// are stored.
+async fn codecs_are_stored(broker: &str, codecs: &[&str]) {
+    for codec in codecs {
         let topic = unique_topic(codec);
         let db = Db::new().await;
-        drop(producer(&broker, &topic).await); // creates the topic with 3 partitions
-        python_producer(&[&broker, &topic, "100", codec]).await;
-        let consumer = start_consumer(&db.config, &broker, &topic).await;
+        drop(producer(broker, &topic).await); // creates the topic with 3 partitions
+        python_producer(&[broker, &topic, "100", codec]).await;
+        let consumer = start_consumer(&db.config, broker, &topic).await;
         db.wait_count(ORDERS, 101, 30).await;
         db.wait_count(REJECTED, 1, 10).await;
         consumer.stop().await;
-        println!("{codec}: 101 orders stored, 1 invalid rejected");
+        println!("{broker} {codec}: 101 orders stored, 1 invalid rejected");
     }
 }
 
-/// A batch the client cannot decode (a record timestamp no date type holds) is recorded once
-/// as `undecodable` with its offset range, and the order after it is stored.
+/// Batches compressed with each of Kafka's four codecs by librdkafka are all decoded.
+#[tokio::test]
+async fn batches_in_every_kafka_codec_are_stored() {
+    // tansu 0.6 cannot serve snappy batches itself (its log says `UnexpectedType("Snappy")` and
+    // it closes the connection), so snappy is checked on noida-db, which keeps batches as sent.
+    codecs_are_stored(&broker(), &["gzip", "lz4", "zstd"]).await;
+    let noida = NoidaBroker::start();
+    codecs_are_stored(&noida.addr, &["gzip", "snappy", "lz4", "zstd"]).await;
+}
+
+/// A record the client cannot decode (a timestamp no date type holds) is recorded once as
+/// `undecodable` with its offset range, and the orders around it are stored. (librdkafka sends
+/// each of the three in a batch of its own; tansu serves them as one batch, noida-db as sent.)
 #[tokio::test]
 async fn an_undecodable_batch_is_recorded_once_and_passed() {
     let (broker, topic) = (broker(), unique_topic("undecodable"));

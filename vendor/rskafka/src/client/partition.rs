@@ -876,11 +876,12 @@ pub struct FetchedRecords {
     /// consumed none. An undecodable batch is not consumed: it starts at or before this offset.
     pub next_offset: i64,
 
-    /// The first batch at or after `next_offset` that could not be decoded, if any.
+    /// The first batch (or record) at or after `next_offset` that could not be decoded, if any.
     pub undecodable: Option<UndecodableBatch>,
 }
 
-/// A record batch that could not be decoded.
+/// A record batch that could not be decoded, or a single record of a batch (one whose timestamp
+/// cannot be represented).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UndecodableBatch {
@@ -963,10 +964,7 @@ fn extract_records(partition: FetchResponsePartition, request_offset: i64) -> Fe
             ControlBatchOrRecords::Records(protocol_records) => protocol_records,
         };
 
-        // A batch is decoded whole or not at all: a record that cannot be represented (its
-        // timestamp) makes the batch undecodable, like a corrupt payload does.
-        let mut batch_records = Vec::with_capacity(protocol_records.len());
-        let mut failure = None;
+        records.reserve(protocol_records.len());
         for record in protocol_records {
             let offset = batch.base_offset + record.offset_delta as i64;
             if offset < request_offset {
@@ -974,39 +972,38 @@ fn extract_records(partition: FetchResponsePartition, request_offset: i64) -> Fe
                 // the client side
                 continue;
             }
-            match record_timestamp(batch.first_timestamp, record.timestamp_delta) {
-                Ok(timestamp) => batch_records.push(RecordAndOffset {
-                    record: Record {
-                        key: record.key,
-                        value: record.value,
-                        headers: record
-                            .headers
-                            .into_iter()
-                            .map(|header| (header.key, header.value))
-                            .collect(),
-                        timestamp,
-                    },
-                    offset,
-                }),
+            let timestamp = match record_timestamp(batch.first_timestamp, record.timestamp_delta) {
+                Ok(timestamp) => timestamp,
                 Err(reason) => {
-                    failure = Some(reason);
-                    break;
+                    // Only this record cannot be represented: the records before it are
+                    // returned, and it is reported alone, so that a caller can step over it
+                    // without losing its neighbours (a broker may put any records in one batch).
+                    return FetchedRecords {
+                        records,
+                        high_watermark: partition.high_watermark.0,
+                        next_offset: offset,
+                        undecodable: Some(UndecodableBatch {
+                            first_offset: offset,
+                            last_offset: offset,
+                            reason,
+                        }),
+                    };
                 }
-            }
-        }
-        if let Some(reason) = failure {
-            return FetchedRecords {
-                records,
-                high_watermark: partition.high_watermark.0,
-                next_offset,
-                undecodable: Some(UndecodableBatch {
-                    first_offset: batch.base_offset,
-                    last_offset,
-                    reason,
-                }),
             };
+            records.push(RecordAndOffset {
+                record: Record {
+                    key: record.key,
+                    value: record.value,
+                    headers: record
+                        .headers
+                        .into_iter()
+                        .map(|header| (header.key, header.value))
+                        .collect(),
+                    timestamp,
+                },
+                offset,
+            });
         }
-        records.append(&mut batch_records);
         next_offset = next_offset.max(last_offset + 1);
     }
 
