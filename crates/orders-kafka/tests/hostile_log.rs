@@ -122,6 +122,44 @@ async fn an_undecodable_batch_is_recorded_once_and_passed() {
     );
 }
 
+/// A batch whose compressed payload is corrupt (its CRC is right, so only decompression fails)
+/// is recorded once as `undecodable` with its whole offset range, and the orders on either side
+/// are stored. On noida-db, which keeps batches as sent (tansu refuses such a produce).
+#[tokio::test]
+async fn a_corrupt_compressed_batch_is_recorded_once_and_passed() {
+    let noida = NoidaBroker::start();
+    let topic = unique_topic("corrupt");
+    let db = Db::new().await;
+    drop(producer(&noida.addr, &topic).await);
+    python_producer(&["--corrupt-batch", &noida.addr, &topic]).await;
+    let consumer = start_consumer(&db.config, &noida.addr, &topic).await;
+    wait_offsets(&db, &topic, &BTreeMap::from([(0, 5)]), 30).await;
+    consumer.stop().await;
+    let row = db
+        .sql
+        .query_one(
+            "SELECT partition, \"offset\", reason, detail, payload IS NULL FROM rejected_messages",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (partition, offset, reason, detail, no_payload): (i32, i64, String, String, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    println!("recorded: {partition}@{offset} {reason}: {detail}");
+    assert_eq!((partition, offset, reason.as_str()), (0, 1, "undecodable"));
+    assert!(
+        detail.starts_with("offsets 1..=3 (3 records): "),
+        "{detail}"
+    );
+    assert!(no_payload);
+    assert_eq!(
+        db.count("SELECT count(*) FROM orders WHERE order_uid IN ('cb-0', 'cb-4')")
+            .await,
+        2
+    );
+    assert_eq!(db.count(ORDERS).await, 2);
+}
+
 /// A topic written by a transactional producer (on noida-db, which has transactions): the
 /// committed orders are stored, the aborted ones are not, the commit and abort markers are
 /// never passed on, and the stored offset moves past the final marker.
