@@ -252,10 +252,14 @@ pub(crate) async fn ensure_topic(client: &Client, config: &KafkaConfig) -> Resul
             context: "reaching the controller",
             source,
         })?;
-    match controller
-        .create_topic(config.topic.clone(), partitions, 1, 5_000)
+    let create = controller.create_topic(config.topic.clone(), partitions, 1, 5_000);
+    let created = tokio::time::timeout(config.call_timeout(), create)
         .await
-    {
+        .map_err(|_| KafkaError::Timeout {
+            brokers: config.brokers.join(","),
+            after: config.call_timeout(),
+        })?;
+    match created {
         Ok(()) => {
             tracing::info!(topic = %config.topic, partitions, "created topic");
             Ok(())
