@@ -14,7 +14,7 @@ use crate::error::{FetchFailed, KafkaError, TimedOut, UndecodableBatch, map_rs};
 
 /// One topic of a Kafka cluster, read partition by partition.
 ///
-/// Every broker call runs under a timeout ([`KafkaSource::call_timeout`]): rskafka has none, so a
+/// Every broker call runs under a timeout ([`KafkaConfig::call_timeout`]): rskafka has none, so a
 /// half-open connection would otherwise stall its caller forever. After a timeout (or any other
 /// failure of a partition call) the partition's cached client is dropped, so the next call
 /// connects afresh; after a timeout of a cluster-wide call the whole client is rebuilt.
