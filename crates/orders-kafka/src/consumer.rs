@@ -130,7 +130,7 @@ impl Consumer {
                     backoff.next().max(Duration::from_secs(1))
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot list partitions; retrying");
+                    tracing::warn!(error = %chain(&e), "cannot list partitions; retrying");
                     self.count_error("broker");
                     backoff.next()
                 }
@@ -191,7 +191,7 @@ impl Consumer {
                     return Some(start.offset());
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot resolve the start offset; retrying");
+                    tracing::warn!(error = %chain(&e), "cannot resolve the start offset; retrying");
                     self.count_error("broker");
                     if !pause(backoff.next(), shutdown).await {
                         return None;
