@@ -888,7 +888,8 @@ pub struct UndecodableBatch {
     /// The batch's first offset (it may lie before the requested offset).
     pub first_offset: i64,
 
-    /// The batch's last offset; equal to `first_offset` when the batch header is unreadable.
+    /// The batch's last offset; when the batch header is unreadable, `first_offset` or the
+    /// requested offset, whichever is later.
     pub last_offset: i64,
 
     /// Why it could not be decoded.
@@ -909,10 +910,13 @@ fn extract_records(partition: FetchResponsePartition, request_offset: i64) -> Fe
         .into_iter()
         .map(|b| UndecodableBatch {
             first_offset: b.base_offset,
-            // Saturating: the header of an undecodable batch may hold anything.
-            last_offset: b
-                .base_offset
-                .saturating_add(i64::from(b.last_offset_delta.unwrap_or(0).max(0))),
+            last_offset: match b.last_offset_delta {
+                // Saturating: the header of an undecodable batch may hold anything.
+                Some(delta) => b.base_offset.saturating_add(i64::from(delta.max(0))),
+                // Extent unknown: assume it reaches the requested offset, so that a caller
+                // stepping over it always makes progress.
+                None => b.base_offset.max(request_offset),
+            },
             reason: b.reason,
         })
         .filter(|b| b.last_offset >= request_offset)
