@@ -114,10 +114,14 @@ pub enum RejectReason {
     /// Valid by the domain's rules, but the store refused it (a storage constraint); kept here
     /// so that it is not lost and can be replayed once the cause is fixed.
     StorageRefused,
+    /// A record batch the Kafka client could not decode (a corrupt or unsupported payload, a
+    /// timestamp out of range): recorded once, at the batch's first offset with its offset range
+    /// in `detail` and no payload, so that the partition moves past it.
+    Undecodable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         Self::Tombstone,
         Self::Empty,
         Self::Oversize,
@@ -127,6 +131,7 @@ impl RejectReason {
         Self::Invalid,
         Self::Duplicate,
         Self::StorageRefused,
+        Self::Undecodable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +145,7 @@ impl RejectReason {
             Self::Invalid => "invalid",
             Self::Duplicate => "duplicate",
             Self::StorageRefused => "storage_refused",
+            Self::Undecodable => "undecodable",
         }
     }
 

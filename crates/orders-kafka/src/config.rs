@@ -16,6 +16,14 @@ pub struct KafkaConfig {
     pub request_deadline: Duration,
 }
 
+impl KafkaConfig {
+    /// The longest any one broker call may take before it is abandoned as a stall (and its
+    /// connection dropped): the retry deadline plus the broker's own wait in a fetch.
+    pub fn call_timeout(&self) -> Duration {
+        self.request_deadline + self.fetch_max_wait
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::error::{FetchFailed, UndecodableBatch, chain, find_cause};
 use crate::metrics::ConsumerMetrics;
 
 /// Timing of the consumer loops.
@@ -129,7 +130,7 @@ impl Consumer {
                     backoff.next().max(Duration::from_secs(1))
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot list partitions; retrying");
+                    tracing::warn!(error = %chain(&e), "cannot list partitions; retrying");
                     self.count_error("broker");
                     backoff.next()
                 }
@@ -190,7 +191,7 @@ impl Consumer {
                     return Some(start.offset());
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot resolve the start offset; retrying");
+                    tracing::warn!(error = %chain(&e), "cannot resolve the start offset; retrying");
                     self.count_error("broker");
                     if !pause(backoff.next(), shutdown).await {
                         return None;
@@ -224,7 +225,26 @@ impl Consumer {
                         continue 'resolve;
                     }
                     Err(e) => {
-                        tracing::warn!(offset, error = %e, "fetch failed; retrying");
+                        if let Some(bad) = find_cause::<UndecodableBatch>(&e) {
+                            match self.pass_undecodable(bad, &mut shutdown).await {
+                                Some(next) => {
+                                    offset = next;
+                                    backoff.reset();
+                                    self.set_next_offset(&label, offset);
+                                    continue;
+                                }
+                                None => return,
+                            }
+                        }
+                        if let (Some(m), Some(high_watermark)) = (
+                            &self.metrics,
+                            find_cause::<FetchFailed>(&e).and_then(|f| f.high_watermark),
+                        ) {
+                            m.lag
+                                .with_label_values(&[&label])
+                                .set(high_watermark - offset);
+                        }
+                        tracing::warn!(offset, error = %chain(&e), "fetch failed; retrying");
                         self.count_error("broker");
                         if !pause(backoff.next(), &mut shutdown).await {
                             return;
@@ -238,7 +258,10 @@ impl Consumer {
                         .with_label_values(&[&label])
                         .set(batch.high_watermark - batch.next_offset);
                 }
-                if batch.records.is_empty() {
+                // A fetch of only transaction markers or aborted records has no records but
+                // moves the offset: that is stored too, or a restart would read them again
+                // (and the stored offset would never reach the high watermark).
+                if batch.records.is_empty() && batch.next_offset <= offset {
                     continue;
                 }
                 let next = batch.next_offset;
@@ -265,8 +288,119 @@ impl Consumer {
                     Some(r) => Box::pin(std::future::ready(r)),
                     None => next_fetch,
                 });
-                if let Some(m) = &self.metrics {
-                    m.next_offset.with_label_values(&[&label]).set(offset);
+                self.set_next_offset(&label, offset);
+            }
+        }
+    }
+
+    fn set_next_offset(&self, label: &str, offset: i64) {
+        if let Some(m) = &self.metrics {
+            m.next_offset.with_label_values(&[label]).set(offset);
+        }
+    }
+
+    /// Records a batch the source cannot decode as one `undecodable` rejection, in the same
+    /// transaction as the offset past it. Returns that offset, or `None` on shutdown.
+    async fn pass_undecodable(
+        &self,
+        bad: &UndecodableBatch,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<i64> {
+        let topic = self.source.topic();
+        let records = bad
+            .last_offset
+            .saturating_sub(bad.first_offset)
+            .saturating_add(1);
+        tracing::warn!(
+            first_offset = bad.first_offset,
+            last_offset = bad.last_offset,
+            reason = %bad.reason,
+            "record batch cannot be decoded; recording it as rejected and moving past it"
+        );
+        let next_offset = bad.last_offset.saturating_add(1);
+        let prepared = StoreBatch {
+            topic: topic.to_owned(),
+            orders: vec![],
+            rejections: vec![Rejection {
+                position: Position {
+                    topic: topic.to_owned(),
+                    partition: bad.partition,
+                    offset: bad.first_offset,
+                },
+                reason: RejectReason::Undecodable,
+                detail: format!(
+                    "offsets {}..={} ({records} record{}): {}",
+                    bad.first_offset,
+                    bad.last_offset,
+                    if records == 1 { "" } else { "s" },
+                    bad.reason
+                ),
+                payload: None,
+            }],
+            offsets: vec![orders_domain::PartitionOffset {
+                partition: bad.partition,
+                next_offset,
+            }],
+            superseded_rejections: vec![],
+        };
+        let span = tracing::info_span!(
+            "batch",
+            first_offset = bad.first_offset,
+            records,
+            next_offset
+        );
+        let mut backoff = Backoff::new(&self.config);
+        loop {
+            match self.commit(&prepared, &span, shutdown).await {
+                Committed::Stored => return Some(next_offset),
+                Committed::Stopped => return None,
+                Committed::Refused(_) => {
+                    // Nothing smaller to isolate: retry, loudly, without moving the offset.
+                    tracing::error!(parent: &span, "the store refuses to record a rejection");
+                    if !pause(backoff.next(), shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commits one prepared batch, retrying transient failures.
+    async fn commit(
+        &self,
+        prepared: &StoreBatch,
+        span: &tracing::Span,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Committed {
+        let mut backoff = Backoff::new(&self.config);
+        loop {
+            let started = Instant::now();
+            match self.ingest.store(prepared).instrument(span.clone()).await {
+                Ok(report) => {
+                    if let Some(m) = &self.metrics {
+                        m.commit_seconds.observe(started.elapsed().as_secs_f64());
+                        m.batches.inc();
+                        m.ingested.inc_by(report.stored as u64);
+                        for (reason, n) in &report.rejected {
+                            m.rejected
+                                .with_label_values(&[reason.as_str()])
+                                .inc_by(*n as u64);
+                        }
+                    }
+                    tracing::debug!(parent: span, stored = report.stored, "batch committed");
+                    return Committed::Stored;
+                }
+                Err(RepositoryError::Constraint(detail)) => {
+                    tracing::warn!(parent: span, %detail, "store refused the batch; isolating the message");
+                    self.count_error("constraint");
+                    return Committed::Refused(detail);
+                }
+                Err(e) => {
+                    tracing::warn!(parent: span, error = %e, "storing the batch failed; retrying without moving the offset");
+                    self.count_error("database");
+                    if !pause(backoff.next(), shutdown).await {
+                        return Committed::Stopped;
+                    }
                 }
             }
         }
@@ -279,6 +413,8 @@ impl Consumer {
     async fn store(&self, batch: FetchedBatch, shutdown: &mut watch::Receiver<bool>) -> bool {
         // (batch, Some(reason)) = a single message the store refused, to record as rejected.
         let mut pending: Vec<(FetchedBatch, Option<String>)> = vec![(batch, None)];
+        // Waits between attempts to record a rejection the store keeps refusing.
+        let mut backoff = Backoff::new(&self.config);
         while let Some((batch, refused_detail)) = pending.pop() {
             let span = tracing::info_span!(
                 "batch",
@@ -290,57 +426,40 @@ impl Consumer {
                 None => self.ingest.prepare(self.source.topic(), batch.clone()),
                 Some(detail) => refused_store_batch(self.source.topic(), &batch, detail),
             };
-            let mut backoff = Backoff::new(&self.config);
-            loop {
-                let started = Instant::now();
-                match self.ingest.store(&prepared).instrument(span.clone()).await {
-                    Ok(report) => {
-                        if let Some(m) = &self.metrics {
-                            m.commit_seconds.observe(started.elapsed().as_secs_f64());
-                            m.batches.inc();
-                            m.ingested.inc_by(report.stored as u64);
-                            for (reason, n) in &report.rejected {
-                                m.rejected
-                                    .with_label_values(&[reason.as_str()])
-                                    .inc_by(*n as u64);
-                            }
-                        }
-                        tracing::debug!(parent: &span, stored = report.stored, "batch committed");
-                        break;
-                    }
-                    Err(RepositoryError::Constraint(detail)) => {
-                        tracing::warn!(parent: &span, %detail, "store refused the batch; isolating the message");
-                        self.count_error("constraint");
-                        if batch.records.len() > 1 {
-                            let (first, second) = split(batch);
-                            // Stack: the first half is stored first, keeping offsets in order.
-                            pending.push((second, None));
-                            pending.push((first, None));
-                        } else if refused_detail.is_none() {
-                            pending.push((batch, Some(detail)));
-                        } else {
-                            // Even the rejection was refused: nothing sensible left but to
-                            // retry, loudly, without moving the offset.
-                            tracing::error!(parent: &span, "the store refuses to record a rejection");
-                            if !pause(backoff.next(), shutdown).await {
-                                return false;
-                            }
-                            pending.push((batch, refused_detail));
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(parent: &span, error = %e, "storing the batch failed; retrying without moving the offset");
-                        self.count_error("database");
+            match self.commit(&prepared, &span, shutdown).await {
+                Committed::Stored => {}
+                Committed::Stopped => return false,
+                Committed::Refused(detail) => {
+                    if batch.records.len() > 1 {
+                        let (first, second) = split(batch);
+                        // Stack: the first half is stored first, keeping offsets in order.
+                        pending.push((second, None));
+                        pending.push((first, None));
+                    } else if refused_detail.is_none() {
+                        pending.push((batch, Some(detail)));
+                    } else {
+                        // Even the rejection was refused: nothing sensible left but to
+                        // retry, loudly, without moving the offset.
+                        tracing::error!(parent: &span, "the store refuses to record a rejection");
                         if !pause(backoff.next(), shutdown).await {
                             return false;
                         }
+                        pending.push((batch, refused_detail));
                     }
                 }
             }
         }
         true
     }
+}
+
+/// How a commit ended.
+enum Committed {
+    Stored,
+    /// The store refused the batch for its content (the detail says why).
+    Refused(String),
+    /// Shutdown came during a retry wait; nothing was committed.
+    Stopped,
 }
 
 /// A fetch in flight (what the source's async-trait `fetch` returns).

@@ -30,7 +30,7 @@ impl OrderProducer {
     pub async fn connect(config: &KafkaConfig) -> Result<Self, KafkaError> {
         let client = build_client(config).await?;
         ensure_topic(&client, config).await?;
-        let ids = topic_partitions(&client, &config.topic)
+        let ids = topic_partitions(&client, config)
             .await?
             .ok_or_else(|| KafkaError::UnknownTopic(config.topic.clone()))?;
         let mut partitions = Vec::with_capacity(ids.len());

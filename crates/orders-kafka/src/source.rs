@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -7,16 +8,22 @@ use orders_domain::{FetchedBatch, OrderSource, RawMessage, SourceError, StartOff
 use rskafka::BackoffConfig;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
-use tokio::sync::Mutex;
 
 use crate::config::KafkaConfig;
-use crate::error::{KafkaError, map_rs};
+use crate::error::{FetchFailed, KafkaError, TimedOut, UndecodableBatch, map_rs};
 
 /// One topic of a Kafka cluster, read partition by partition.
+///
+/// Every broker call runs under a timeout ([`KafkaConfig::call_timeout`]): rskafka has none, so a
+/// half-open connection would otherwise stall its caller forever. After a timeout (or any other
+/// failure of a partition call) the partition's cached client is dropped, so the next call
+/// connects afresh; after a timeout of a cluster-wide call the whole client is rebuilt.
 pub struct KafkaSource {
-    client: Client,
+    client: std::sync::Mutex<Arc<Client>>,
     config: KafkaConfig,
-    partitions: Mutex<HashMap<i32, Arc<PartitionClient>>>,
+    /// Locked only to look up or insert, never across an `.await`: a partition whose leader is
+    /// slow to connect must not hold up the others.
+    partitions: std::sync::Mutex<HashMap<i32, Arc<PartitionClient>>>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -28,18 +35,44 @@ impl std::fmt::Debug for KafkaSource {
 }
 
 pub(crate) async fn build_client(config: &KafkaConfig) -> Result<Client, KafkaError> {
-    ClientBuilder::new(config.brokers.clone())
+    let brokers = || config.brokers.join(",");
+    let build = ClientBuilder::new(config.brokers.clone())
         .client_id("orders")
         .backoff_config(BackoffConfig {
             deadline: Some(config.request_deadline),
             ..BackoffConfig::default()
         })
-        .build()
-        .await
-        .map_err(|source| KafkaError::Connect {
-            brokers: config.brokers.join(","),
+        .build();
+    match tokio::time::timeout(config.call_timeout(), build).await {
+        Ok(built) => built.map_err(|source| KafkaError::Connect {
+            brokers: brokers(),
             source,
-        })
+        }),
+        Err(_) => Err(KafkaError::Timeout {
+            brokers: brokers(),
+            after: config.call_timeout(),
+        }),
+    }
+}
+
+/// Runs one broker call under `limit`; a call that does not answer in time is `Unavailable`.
+async fn timed<T>(
+    limit: Duration,
+    context: &'static str,
+    partition: i32,
+    offset: i64,
+    call: impl Future<Output = Result<T, rskafka::client::error::Error>>,
+) -> Result<T, SourceError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.map_err(|e| map_rs(context, partition, offset, e)),
+        Err(_) => Err(SourceError::unavailable(
+            context,
+            TimedOut {
+                partition,
+                after: limit,
+            },
+        )),
+    }
 }
 
 impl KafkaSource {
@@ -47,9 +80,9 @@ impl KafkaSource {
     pub async fn connect(config: KafkaConfig) -> Result<Self, KafkaError> {
         let client = build_client(&config).await?;
         Ok(Self {
-            client,
+            client: std::sync::Mutex::new(Arc::new(client)),
             config,
-            partitions: Mutex::new(HashMap::new()),
+            partitions: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -60,49 +93,154 @@ impl KafkaSource {
     /// Creates the topic when it is missing and creation is configured; a missing topic is
     /// [`KafkaError::UnknownTopic`] otherwise.
     pub async fn ensure_topic(&self) -> Result<(), KafkaError> {
-        ensure_topic(&self.client, &self.config).await
+        ensure_topic(&self.client(), &self.config).await
+    }
+
+    fn client(&self) -> Arc<Client> {
+        self.client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the client after a cluster-wide call on it timed out: its cached connection
+    /// (used for metadata) may be half-open, and rskafka only drops it on an I/O error.
+    async fn rebuild_client(&self, stale: &Arc<Client>) {
+        match build_client(&self.config).await {
+            Ok(client) => {
+                let mut current = self
+                    .client
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Someone else may have rebuilt it meanwhile; keep theirs.
+                if Arc::ptr_eq(&current, stale) {
+                    *current = Arc::new(client);
+                    tracing::info!("reconnected to the Kafka cluster after a timeout");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reconnect to the Kafka cluster"),
+        }
     }
 
     async fn partition(&self, partition: i32) -> Result<Arc<PartitionClient>, SourceError> {
-        let mut map = self.partitions.lock().await;
-        if let Some(pc) = map.get(&partition) {
-            return Ok(pc.clone());
+        let cached = self
+            .partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&partition)
+            .cloned();
+        if let Some(pc) = cached {
+            return Ok(pc);
         }
-        let pc = self
-            .client
-            .partition_client(
-                self.config.topic.clone(),
-                partition,
-                UnknownTopicHandling::Retry,
-            )
-            .await
-            .map_err(|e| map_rs("connecting to a partition", partition, -1, e))?;
-        let pc = Arc::new(pc);
-        map.insert(partition, pc.clone());
+        // Connect without any lock held: another partition's loop is never waiting on this one.
+        let client = self.client();
+        let connect = client.partition_client(
+            self.config.topic.clone(),
+            partition,
+            UnknownTopicHandling::Retry,
+        );
+        let pc = match timed(
+            self.config.call_timeout(),
+            "connecting to a partition",
+            partition,
+            -1,
+            connect,
+        )
+        .await
+        {
+            Ok(pc) => Arc::new(pc),
+            Err(e) => {
+                if is_timeout(&e) {
+                    self.rebuild_client(&client).await;
+                }
+                return Err(e);
+            }
+        };
+        self.partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(partition, pc.clone());
         Ok(pc)
     }
+
+    /// Drops the cached client of `partition` (if it is still `pc`) so that the next call
+    /// connects again: after a timeout the connection may be half-open, and rskafka would keep
+    /// using it.
+    fn forget(&self, partition: i32, pc: &Arc<PartitionClient>) {
+        let mut map = self
+            .partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.get(&partition).is_some_and(|c| Arc::ptr_eq(c, pc)) {
+            map.remove(&partition);
+        }
+    }
+
+    /// Runs a call on `partition`'s client; on failure (other than an offset out of range) the
+    /// client is dropped, so the retry reconnects.
+    async fn on_partition<T, F, Fut>(
+        &self,
+        partition: i32,
+        offset: i64,
+        context: &'static str,
+        call: F,
+    ) -> Result<T, SourceError>
+    where
+        F: FnOnce(Arc<PartitionClient>) -> Fut,
+        Fut: Future<Output = Result<T, rskafka::client::error::Error>>,
+    {
+        let pc = self.partition(partition).await?;
+        let limit = self.config.call_timeout();
+        let result = timed(limit, context, partition, offset, call(pc.clone())).await;
+        if let Err(e) = &result
+            && !matches!(e, SourceError::OffsetOutOfRange { .. })
+        {
+            self.forget(partition, &pc);
+        }
+        result
+    }
+
+    /// The high watermark read on its own, for the lag of a partition whose fetches fail.
+    async fn high_watermark(&self, partition: i32) -> Option<i64> {
+        self.on_partition(
+            partition,
+            -1,
+            "reading the high watermark",
+            |pc| async move { pc.get_offset(OffsetAt::Latest).await },
+        )
+        .await
+        .ok()
+    }
+}
+
+fn is_timeout(e: &SourceError) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<TimedOut>())
 }
 
 /// The partition ids of `topic`, or `None` when the cluster has no such topic.
 pub(crate) async fn topic_partitions(
     client: &Client,
-    topic: &str,
+    config: &KafkaConfig,
 ) -> Result<Option<Vec<i32>>, KafkaError> {
-    let topics = client
-        .list_topics()
+    let topic = &config.topic;
+    let topics = tokio::time::timeout(config.call_timeout(), client.list_topics())
         .await
+        .map_err(|_| KafkaError::Timeout {
+            brokers: config.brokers.join(","),
+            after: config.call_timeout(),
+        })?
         .map_err(|source| KafkaError::Request {
             context: "listing topics",
             source,
         })?;
     Ok(topics
         .into_iter()
-        .find(|t| t.name == topic)
+        .find(|t| &t.name == topic)
         .map(|t| t.partitions.into_iter().collect()))
 }
 
 pub(crate) async fn ensure_topic(client: &Client, config: &KafkaConfig) -> Result<(), KafkaError> {
-    if topic_partitions(client, &config.topic).await?.is_some() {
+    if topic_partitions(client, config).await?.is_some() {
         return Ok(());
     }
     let Some(partitions) = config.create_topic_partitions else {
@@ -114,10 +252,14 @@ pub(crate) async fn ensure_topic(client: &Client, config: &KafkaConfig) -> Resul
             context: "reaching the controller",
             source,
         })?;
-    match controller
-        .create_topic(config.topic.clone(), partitions, 1, 5_000)
+    let create = controller.create_topic(config.topic.clone(), partitions, 1, 5_000);
+    let created = tokio::time::timeout(config.call_timeout(), create)
         .await
-    {
+        .map_err(|_| KafkaError::Timeout {
+            brokers: config.brokers.join(","),
+            after: config.call_timeout(),
+        })?;
+    match created {
         Ok(()) => {
             tracing::info!(topic = %config.topic, partitions, "created topic");
             Ok(())
@@ -141,11 +283,21 @@ impl OrderSource for KafkaSource {
     }
 
     async fn partitions(&self) -> Result<Vec<i32>, SourceError> {
-        let topics = self
-            .client
-            .list_topics()
-            .await
-            .map_err(|e| SourceError::unavailable("listing topics", e))?;
+        let client = self.client();
+        let listed = tokio::time::timeout(self.config.call_timeout(), client.list_topics()).await;
+        let topics = match listed {
+            Ok(r) => r.map_err(|e| SourceError::unavailable("listing topics", e))?,
+            Err(_) => {
+                self.rebuild_client(&client).await;
+                return Err(SourceError::unavailable(
+                    "listing topics",
+                    TimedOut {
+                        partition: -1,
+                        after: self.config.call_timeout(),
+                    },
+                ));
+            }
+        };
         match topics.into_iter().find(|t| t.name == self.config.topic) {
             Some(t) => Ok(t.partitions.into_iter().collect()),
             None => Err(SourceError::UnknownTopic(self.config.topic.clone())),
@@ -157,21 +309,28 @@ impl OrderSource for KafkaSource {
         partition: i32,
         stored: Option<i64>,
     ) -> Result<StartOffset, SourceError> {
-        let pc = self.partition(partition).await?;
-        let earliest = pc
-            .get_offset(OffsetAt::Earliest)
-            .await
-            .map_err(|e| map_rs("reading the earliest offset", partition, -1, e))?;
+        let earliest = self
+            .on_partition(
+                partition,
+                -1,
+                "reading the earliest offset",
+                |pc| async move { pc.get_offset(OffsetAt::Earliest).await },
+            )
+            .await?;
         let Some(stored) = stored else {
             return Ok(StartOffset::Earliest(earliest));
         };
         if stored < earliest {
             return Ok(StartOffset::Reset { stored, earliest });
         }
-        let latest = pc
-            .get_offset(OffsetAt::Latest)
-            .await
-            .map_err(|e| map_rs("reading the latest offset", partition, -1, e))?;
+        let latest = self
+            .on_partition(
+                partition,
+                -1,
+                "reading the latest offset",
+                |pc| async move { pc.get_offset(OffsetAt::Latest).await },
+            )
+            .await?;
         if stored > latest {
             return Ok(StartOffset::Reset { stored, earliest });
         }
@@ -179,30 +338,61 @@ impl OrderSource for KafkaSource {
     }
 
     async fn fetch(&self, partition: i32, offset: i64) -> Result<FetchedBatch, SourceError> {
-        let pc = self.partition(partition).await?;
         let max_wait = i32::try_from(self.config.fetch_max_wait.as_millis()).unwrap_or(i32::MAX);
-        let (records, high_watermark) = pc
-            .fetch_records(offset, 1..self.config.fetch_max_bytes.max(1024), max_wait)
-            .await
-            .map_err(|e| map_rs("fetching records", partition, offset, e))?;
-        let mut next_offset = offset;
-        let records = records
+        let max_bytes = self.config.fetch_max_bytes.max(1024);
+        let fetched = self
+            .on_partition(partition, offset, "fetching records", |pc| async move {
+                pc.fetch_records_detailed(offset, 1..max_bytes, max_wait)
+                    .await
+            })
+            .await;
+        let fetched = match fetched {
+            Ok(f) => f,
+            Err(SourceError::Unavailable { context, source }) => {
+                // Keep the lag moving while the partition is stuck, so that an alert fires.
+                let high_watermark = self.high_watermark(partition).await;
+                return Err(SourceError::Unavailable {
+                    context,
+                    source: Some(Box::new(FetchFailed {
+                        high_watermark,
+                        source,
+                    })),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if fetched.records.is_empty()
+            && fetched.next_offset <= offset
+            && let Some(batch) = fetched.undecodable
+        {
+            // The batch at `offset` itself cannot be decoded. (One after some decodable
+            // records waits for the next fetch, which then starts at it.)
+            return Err(SourceError::other(
+                "fetching records",
+                UndecodableBatch {
+                    partition,
+                    // A batch can start before the requested offset; what lies before it was
+                    // consumed already.
+                    first_offset: batch.first_offset.max(offset),
+                    last_offset: batch.last_offset,
+                    reason: batch.reason,
+                },
+            ));
+        }
+        let records = fetched
+            .records
             .into_iter()
-            // A compressed batch can start before the requested offset.
-            .filter(|r| r.offset >= offset)
-            .map(|r| {
-                next_offset = next_offset.max(r.offset + 1);
-                RawMessage {
-                    offset: r.offset,
-                    value: r.record.value.map(Bytes::from),
-                }
+            .map(|r| RawMessage {
+                offset: r.offset,
+                value: r.record.value.map(Bytes::from),
             })
             .collect();
         Ok(FetchedBatch {
             partition,
             records,
-            next_offset,
-            high_watermark,
+            // Past control batches and aborted transactions too, which yield no records.
+            next_offset: fetched.next_offset.max(offset),
+            high_watermark: fetched.high_watermark,
         })
     }
 }

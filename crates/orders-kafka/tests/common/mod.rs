@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use orders_cache::DashCache;
 use orders_domain::{IngestService, OrderSource};
-use orders_kafka::{Consumer, ConsumerConfig, KafkaConfig, KafkaSource, OrderProducer};
+use orders_kafka::{
+    Consumer, ConsumerConfig, ConsumerMetrics, KafkaConfig, KafkaSource, OrderProducer,
+};
 use orders_postgres::{PgConfig, PgRepository};
 use tokio::sync::watch;
 
@@ -224,6 +226,15 @@ pub struct RunningConsumer {
 }
 
 pub async fn start_consumer(db: &PgConfig, broker: &str, topic: &str) -> RunningConsumer {
+    start_consumer_with(db, kafka_config(broker, topic), None).await
+}
+
+/// [`start_consumer`] with a Kafka configuration of the test's own and, optionally, metrics.
+pub async fn start_consumer_with(
+    db: &PgConfig,
+    kafka: KafkaConfig,
+    metrics: Option<ConsumerMetrics>,
+) -> RunningConsumer {
     let repo = PgRepository::connect(&PgConfig {
         pool_size: 4,
         ..db.clone()
@@ -232,18 +243,18 @@ pub async fn start_consumer(db: &PgConfig, broker: &str, topic: &str) -> Running
     .unwrap();
     let cache = Arc::new(DashCache::new(100_000));
     let ingest = IngestService::new(Arc::new(repo.clone()), cache.clone());
-    let source: Arc<dyn OrderSource> = Arc::new(
-        KafkaSource::connect(kafka_config(broker, topic))
-            .await
-            .unwrap(),
-    );
+    let source: Arc<dyn OrderSource> = Arc::new(KafkaSource::connect(kafka).await.unwrap());
     let config = ConsumerConfig {
         discovery_interval: Duration::from_secs(1),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
     };
     let (shutdown, rx) = watch::channel(false);
-    let task = tokio::spawn(Consumer::new(source, ingest, config).run(rx));
+    let mut consumer = Consumer::new(source, ingest, config);
+    if let Some(m) = metrics {
+        consumer = consumer.with_metrics(m);
+    }
+    let task = tokio::spawn(consumer.run(rx));
     RunningConsumer {
         shutdown,
         task,
@@ -280,6 +291,8 @@ pub fn orders(prefix: &str, n: u64) -> Vec<Option<Vec<u8>>> {
 /// A tansu broker of the test's own (for restarts), on a free port with sqlite storage.
 pub struct OwnBroker {
     pub addr: String,
+    /// The address the broker gives clients in its metadata (a proxy's, or `addr`).
+    advertised: String,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -299,18 +312,30 @@ pub fn tansu_binary() -> PathBuf {
     bin
 }
 
+/// A free local port (for a server started right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl OwnBroker {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let addr = format!("127.0.0.1:{}", free_port());
+        Self::start_at(addr.clone(), addr)
+    }
+
+    /// Listens on `addr` and tells clients (in metadata) to connect to `advertised`, so that
+    /// every connection after the bootstrap one goes where the test wants (through a proxy).
+    pub fn start_at(addr: String, advertised: String) -> Self {
         let dir =
             std::env::temp_dir().join(format!("orders-tansu-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let mut b = Self {
-            addr: format!("127.0.0.1:{port}"),
+            addr,
+            advertised,
             dir,
             child: None,
         };
@@ -328,6 +353,7 @@ impl OwnBroker {
     pub fn restart(&mut self) {
         self.kill();
         let url = format!("tcp://{}", self.addr);
+        let advertised = format!("tcp://{}", self.advertised);
         let child = Command::new(tansu_binary())
             .current_dir(&self.dir)
             .args([
@@ -335,7 +361,7 @@ impl OwnBroker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "sqlite://data/tansu.db"])
             .stdout(Stdio::null())
@@ -359,5 +385,239 @@ impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The test venv's Python with confluent-kafka and noida-db (`scripts/python-deps.sh`).
+pub fn test_python() -> String {
+    let python = std::env::var("ORDERS_TEST_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../.local/venv/bin/python").to_owned()
+    });
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "no Python with confluent-kafka at {python}; run `just test-deps` (scripts/python-deps.sh)"
+    );
+    python
+}
+
+/// Runs `tests/python_producer.py` with `args`; panics with its stderr if it fails.
+pub async fn python_producer(args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_producer.py");
+    let out = tokio::process::Command::new(test_python())
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python producer {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A noida-db server with only its Kafka service: a Kafka-protocol broker with transactions
+/// (tansu has none). The binary ships inside the `noida-db` wheel of the test venv; it is run
+/// directly (not through the wheel's wrapper script) so that killing it leaves no orphan.
+pub struct NoidaBroker {
+    pub addr: String,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl NoidaBroker {
+    pub fn start() -> Self {
+        let found = Command::new(test_python())
+            .args([
+                "-c",
+                "from importlib.resources import files; print(files('noida_db').joinpath('noida-db'))",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "noida-db is not installed in the test venv; run `just test-deps` (scripts/python-deps.sh): {}",
+            String::from_utf8_lossy(&found.stderr)
+        );
+        let bin = String::from_utf8(found.stdout).unwrap().trim().to_owned();
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("orders-noida-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new(&bin)
+            .args([
+                "start",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                &port.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run noida-db at {bin}: {e}"));
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "noida-db did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { addr, dir, child }
+    }
+}
+
+impl Drop for NoidaBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP proxy in front of a broker that can make connections half-open: they stay open but
+/// nothing more passes through them, in either direction (a dead peer behind a NAT or a
+/// firewall that dropped its state looks like this to the client).
+pub struct StallProxy {
+    pub addr: String,
+    state: Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// A connection stalls at its first Fetch request (other requests pass).
+    stall_fetches: bool,
+    /// One flag per connection so far.
+    connections: Vec<Arc<std::sync::atomic::AtomicBool>>,
+    /// Connections accepted from now on that are stalled from their first byte, counted from 1.
+    stall_new: Vec<usize>,
+    accepted_since_arm: usize,
+}
+
+impl StallProxy {
+    pub async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                {
+                    let mut s = st.lock().unwrap();
+                    s.accepted_since_arm += 1;
+                    let n = s.accepted_since_arm;
+                    if s.stall_new.contains(&n) {
+                        stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    s.connections.push(stalled.clone());
+                }
+                let target = target.clone();
+                let stall_fetches = st.lock().unwrap().stall_fetches;
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    if stall_fetches {
+                        tokio::spawn(pipe_requests(cr, sw, stalled.clone()));
+                    } else {
+                        tokio::spawn(pipe(cr, sw, stalled.clone()));
+                    }
+                    pipe(sr, cw, stalled).await;
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// Every connection open now stops forwarding, without closing. New ones work.
+    pub fn stall_open_connections(&self) {
+        for c in &self.state.lock().unwrap().connections {
+            c.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Connections accepted from now on stall at their first Fetch request; other requests
+    /// (metadata, list offsets) are answered.
+    pub fn stall_fetches(&self) {
+        self.state.lock().unwrap().stall_fetches = true;
+    }
+
+    /// The `nth` connection accepted from now on (counting from 1) forwards nothing.
+    pub fn stall_new_connection(&self, nth: usize) {
+        let mut s = self.state.lock().unwrap();
+        s.accepted_since_arm = 0;
+        s.stall_new = vec![nth];
+    }
+}
+
+/// Copies `from` to `to` until EOF; once `stalled`, holds both ends open and forwards nothing.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Client-to-broker copy that forwards whole request frames (size `i32`, then `api_key` `i16`)
+/// and stalls the connection at the first Fetch (API key 1).
+async fn pipe_requests(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while pending.len() >= 6 {
+            let size = i32::from_be_bytes(pending[..4].try_into().unwrap()) as usize;
+            if pending.len() < 4 + size {
+                break;
+            }
+            let api_key = i16::from_be_bytes(pending[4..6].try_into().unwrap());
+            if api_key == 1 {
+                stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            let frame: Vec<u8> = pending.drain(..4 + size).collect();
+            if to.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
     }
 }
