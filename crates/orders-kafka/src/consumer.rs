@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orders_domain::{
-    FetchedBatch, IngestService, OrderSource, Position, RejectReason, Rejection, RepositoryError,
-    SourceError, StartOffset, StoreBatch,
+    FetchedBatch, IngestService, OrderSource, Position, RecordMark, RejectReason, Rejection,
+    RepositoryError, SourceError, StartOffset, StoreBatch,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -147,33 +147,46 @@ impl Consumer {
         tracing::info!(%topic, "consumer stopped");
     }
 
+    fn count_reset(&self, reason: &str) {
+        if let Some(m) = &self.metrics {
+            m.offset_resets.with_label_values(&[reason]).inc();
+        }
+    }
+
     fn count_error(&self, kind: &str) {
         if let Some(m) = &self.metrics {
             m.errors.with_label_values(&[kind]).inc();
         }
     }
 
-    /// Where to start: the stored offset, retried until the database and broker answer.
+    /// Where to start, and the stored offset the first commit must replace (its fence):
+    /// retried until the database and broker answer. `None` on shutdown.
     async fn resolve_start(
         &self,
         partition: i32,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<i64> {
+    ) -> Option<(i64, Option<i64>)> {
         let topic = self.source.topic();
         let mut backoff = Backoff::new(&self.config);
         loop {
-            let stored = match self.ingest.repository().stored_offsets(topic).await {
-                Ok(offsets) => offsets.get(&partition).copied(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read stored offsets; retrying");
-                    self.count_error("database");
-                    if !pause(backoff.next(), shutdown).await {
-                        return None;
+            let repo = self.ingest.repository();
+            let stored =
+                match futures::try_join!(repo.stored_offsets(topic), repo.offset_marks(topic)) {
+                    Ok((offsets, marks)) => (
+                        offsets.get(&partition).copied(),
+                        marks.get(&partition).copied(),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read stored offsets; retrying");
+                        self.count_error("database");
+                        if !pause(backoff.next(), shutdown).await {
+                            return None;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-            };
-            match self.source.start_offset(partition, stored).await {
+                };
+            let (stored, mark) = stored;
+            match self.source.start_offset(partition, stored, mark).await {
                 Ok(start) => {
                     match start {
                         StartOffset::Stored(o) => {
@@ -182,13 +195,24 @@ impl Consumer {
                         StartOffset::Earliest(o) => {
                             tracing::info!(offset = o, "no stored offset; starting at the earliest")
                         }
-                        StartOffset::Reset { stored, earliest } => tracing::warn!(
-                            stored,
-                            earliest,
-                            "stored offset is no longer in the log (retention?); restarting at the earliest available offset"
-                        ),
+                        StartOffset::Reset { stored, earliest } => {
+                            tracing::warn!(
+                                stored,
+                                earliest,
+                                "stored offset is no longer in the log (retention?); restarting at the earliest available offset"
+                            );
+                            self.count_reset("retention");
+                        }
+                        StartOffset::Recreated { stored, earliest } => {
+                            tracing::warn!(
+                                stored,
+                                earliest,
+                                "the record at the stored position is another one: the topic was re-created or its log truncated; restarting at the earliest offset of the new log"
+                            );
+                            self.count_reset("recreated");
+                        }
                     }
-                    return Some(start.offset());
+                    return Some((start.offset(), stored));
                 }
                 Err(e) => {
                     tracing::warn!(error = %chain(&e), "cannot resolve the start offset; retrying");
@@ -204,7 +228,9 @@ impl Consumer {
     async fn run_partition(self, partition: i32, mut shutdown: watch::Receiver<bool>) {
         let label = partition.to_string();
         'resolve: loop {
-            let Some(mut offset) = self.resolve_start(partition, &mut shutdown).await else {
+            let Some((mut offset, mut committed)) =
+                self.resolve_start(partition, &mut shutdown).await
+            else {
                 return;
             };
             let mut backoff = Backoff::new(&self.config);
@@ -226,14 +252,16 @@ impl Consumer {
                     }
                     Err(e) => {
                         if let Some(bad) = find_cause::<UndecodableBatch>(&e) {
-                            match self.pass_undecodable(bad, &mut shutdown).await {
-                                Some(next) => {
-                                    offset = next;
+                            match self.pass_undecodable(bad, committed, &mut shutdown).await {
+                                Committed::Stored => {
+                                    offset = bad.last_offset.saturating_add(1);
+                                    committed = Some(offset);
                                     backoff.reset();
                                     self.set_next_offset(&label, offset);
                                     continue;
                                 }
-                                None => return,
+                                Committed::Fenced => continue 'resolve,
+                                Committed::Stopped | Committed::Refused(_) => return,
                             }
                         }
                         if let (Some(m), Some(high_watermark)) = (
@@ -272,7 +300,7 @@ impl Consumer {
                 // is dropped uncommitted, never half-stored.
                 let mut next_fetch = self.source.fetch(partition, next);
                 let mut next_result = None;
-                let store = self.store(batch, &mut shutdown);
+                let store = self.store(batch, committed, &mut shutdown);
                 tokio::pin!(store);
                 let stored = loop {
                     tokio::select! {
@@ -280,10 +308,14 @@ impl Consumer {
                         r = &mut next_fetch, if next_result.is_none() => next_result = Some(r),
                     }
                 };
-                if !stored {
-                    return;
+                match stored {
+                    Committed::Stored => {}
+                    // Another writer moved the offset: where this loop stands is stale.
+                    Committed::Fenced => continue 'resolve,
+                    Committed::Stopped | Committed::Refused(_) => return,
                 }
                 offset = next;
+                committed = Some(next);
                 ahead = Some(match next_result {
                     Some(r) => Box::pin(std::future::ready(r)),
                     None => next_fetch,
@@ -304,8 +336,9 @@ impl Consumer {
     async fn pass_undecodable(
         &self,
         bad: &UndecodableBatch,
+        committed: Option<i64>,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<i64> {
+    ) -> Committed {
         let topic = self.source.topic();
         let records = bad
             .last_offset
@@ -321,25 +354,27 @@ impl Consumer {
         let prepared = StoreBatch {
             topic: topic.to_owned(),
             orders: vec![],
-            rejections: vec![Rejection {
-                position: Position {
+            rejections: vec![Rejection::new(
+                Position {
                     topic: topic.to_owned(),
                     partition: bad.partition,
                     offset: bad.first_offset,
                 },
-                reason: RejectReason::Undecodable,
-                detail: format!(
+                RejectReason::Undecodable,
+                &format!(
                     "offsets {}..={} ({records} record{}): {}",
                     bad.first_offset,
                     bad.last_offset,
                     if records == 1 { "" } else { "s" },
                     bad.reason
                 ),
-                payload: None,
-            }],
+                None,
+            )],
             offsets: vec![orders_domain::PartitionOffset {
                 partition: bad.partition,
                 next_offset,
+                expected: committed,
+                mark: None,
             }],
             superseded_rejections: vec![],
         };
@@ -352,13 +387,12 @@ impl Consumer {
         let mut backoff = Backoff::new(&self.config);
         loop {
             match self.commit(&prepared, &span, shutdown).await {
-                Committed::Stored => return Some(next_offset),
-                Committed::Stopped => return None,
+                end @ (Committed::Stored | Committed::Stopped | Committed::Fenced) => return end,
                 Committed::Refused(_) => {
                     // Nothing smaller to isolate: retry, loudly, without moving the offset.
                     tracing::error!(parent: &span, "the store refuses to record a rejection");
                     if !pause(backoff.next(), shutdown).await {
-                        return None;
+                        return Committed::Stopped;
                     }
                 }
             }
@@ -390,6 +424,13 @@ impl Consumer {
                     tracing::debug!(parent: span, stored = report.stored, "batch committed");
                     return Committed::Stored;
                 }
+                Err(RepositoryError::Fenced { .. }) => {
+                    tracing::warn!(parent: span, "the partition's offset was moved by another writer; dropping the batch and re-reading where the partition stands");
+                    if let Some(m) = &self.metrics {
+                        m.fenced.inc();
+                    }
+                    return Committed::Fenced;
+                }
                 Err(RepositoryError::Constraint(detail)) => {
                     tracing::warn!(parent: span, %detail, "store refused the batch; isolating the message");
                     self.count_error("constraint");
@@ -409,10 +450,19 @@ impl Consumer {
     /// Stores one fetched batch, retrying transient failures. A batch the store refuses for
     /// its content is split in halves until the refused message is alone; that one is then
     /// recorded as `storage_refused` so that it neither blocks the partition nor gets lost.
-    /// Returns false when shutdown interrupted a retry (nothing of the batch was committed).
-    async fn store(&self, batch: FetchedBatch, shutdown: &mut watch::Receiver<bool>) -> bool {
+    /// `committed` is the stored offset the batch moves on from (its fence). Ends `Stored`,
+    /// `Stopped` (shutdown during a retry wait) or `Fenced`; in the last two, the part of the
+    /// batch not yet committed is dropped.
+    async fn store(
+        &self,
+        batch: FetchedBatch,
+        committed: Option<i64>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Committed {
         // (batch, Some(reason)) = a single message the store refused, to record as rejected.
         let mut pending: Vec<(FetchedBatch, Option<String>)> = vec![(batch, None)];
+        // The stored offset each part moves on from: parts commit in offset order.
+        let mut committed = committed;
         // Waits between attempts to record a rejection the store keeps refusing.
         let mut backoff = Backoff::new(&self.config);
         while let Some((batch, refused_detail)) = pending.pop() {
@@ -423,12 +473,14 @@ impl Consumer {
                 next_offset = batch.next_offset
             );
             let prepared = match &refused_detail {
-                None => self.ingest.prepare(self.source.topic(), batch.clone()),
-                Some(detail) => refused_store_batch(self.source.topic(), &batch, detail),
+                None => self
+                    .ingest
+                    .prepare(self.source.topic(), batch.clone(), committed),
+                Some(detail) => refused_store_batch(self.source.topic(), &batch, detail, committed),
             };
             match self.commit(&prepared, &span, shutdown).await {
-                Committed::Stored => {}
-                Committed::Stopped => return false,
+                Committed::Stored => committed = Some(batch.next_offset),
+                end @ (Committed::Stopped | Committed::Fenced) => return end,
                 Committed::Refused(detail) => {
                     if batch.records.len() > 1 {
                         let (first, second) = split(batch);
@@ -442,14 +494,14 @@ impl Consumer {
                         // retry, loudly, without moving the offset.
                         tracing::error!(parent: &span, "the store refuses to record a rejection");
                         if !pause(backoff.next(), shutdown).await {
-                            return false;
+                            return Committed::Stopped;
                         }
                         pending.push((batch, refused_detail));
                     }
                 }
             }
         }
-        true
+        Committed::Stored
     }
 }
 
@@ -460,6 +512,9 @@ enum Committed {
     Refused(String),
     /// Shutdown came during a retry wait; nothing was committed.
     Stopped,
+    /// The stored offset was not the one this loop read: another writer moved it. Nothing
+    /// was committed; re-read where the partition stands.
+    Fenced,
 }
 
 /// A fetch in flight (what the source's async-trait `fetch` returns).
@@ -485,28 +540,36 @@ fn split(batch: FetchedBatch) -> (FetchedBatch, FetchedBatch) {
 }
 
 /// The batch's messages recorded as `storage_refused` rejections, with the next offset.
-fn refused_store_batch(topic: &str, batch: &FetchedBatch, detail: &str) -> StoreBatch {
+fn refused_store_batch(
+    topic: &str,
+    batch: &FetchedBatch,
+    detail: &str,
+    committed: Option<i64>,
+) -> StoreBatch {
     StoreBatch {
         topic: topic.to_owned(),
         orders: vec![],
         rejections: batch
             .records
             .iter()
-            .map(|r| Rejection {
-                position: Position {
-                    topic: topic.to_owned(),
-                    partition: batch.partition,
-                    offset: r.offset,
-                },
-                reason: RejectReason::StorageRefused,
-                detail: detail.to_owned(),
-                payload: r.value.clone(),
-                truncated: None,
+            .map(|r| {
+                Rejection::new(
+                    Position {
+                        topic: topic.to_owned(),
+                        partition: batch.partition,
+                        offset: r.offset,
+                    },
+                    RejectReason::StorageRefused,
+                    detail,
+                    r.value.clone(),
+                )
             })
             .collect(),
         offsets: vec![orders_domain::PartitionOffset {
             partition: batch.partition,
             next_offset: batch.next_offset,
+            expected: committed,
+            mark: batch.records.last().map(RecordMark::of),
         }],
         superseded_rejections: vec![],
     }

@@ -12,6 +12,8 @@ pub struct ConsumerMetrics {
     pub lag: IntGaugeVec,
     pub next_offset: IntGaugeVec,
     pub errors: IntCounterVec,
+    pub fenced: IntCounter,
+    pub offset_resets: IntCounterVec,
 }
 
 impl ConsumerMetrics {
@@ -54,6 +56,17 @@ impl ConsumerMetrics {
                 Opts::new("orders_consumer_errors_total", "Consumer errors, by kind"),
                 &["kind"],
             )?,
+            fenced: IntCounter::new(
+                "orders_consumer_fenced_commits_total",
+                "Batches dropped because another writer had moved their partition's offset",
+            )?,
+            offset_resets: IntCounterVec::new(
+                Opts::new(
+                    "orders_consumer_offset_resets_total",
+                    "Partitions restarted at the earliest offset, by reason (retention, recreated)",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(m.ingested.clone()))?;
         registry.register(Box::new(m.rejected.clone()))?;
@@ -62,6 +75,11 @@ impl ConsumerMetrics {
         registry.register(Box::new(m.lag.clone()))?;
         registry.register(Box::new(m.next_offset.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.fenced.clone()))?;
+        registry.register(Box::new(m.offset_resets.clone()))?;
+        for reason in ["retention", "recreated"] {
+            m.offset_resets.with_label_values(&[reason]);
+        }
         for r in orders_domain::RejectReason::ALL {
             m.rejected.with_label_values(&[r.as_str()]);
         }

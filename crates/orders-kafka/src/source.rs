@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use orders_domain::{FetchedBatch, OrderSource, RawMessage, SourceError, StartOffset};
+use orders_domain::{FetchedBatch, OrderSource, RawMessage, RecordMark, SourceError, StartOffset};
 use rskafka::BackoffConfig;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
@@ -308,6 +308,7 @@ impl OrderSource for KafkaSource {
         &self,
         partition: i32,
         stored: Option<i64>,
+        mark: Option<RecordMark>,
     ) -> Result<StartOffset, SourceError> {
         let earliest = self
             .on_partition(
@@ -333,6 +334,17 @@ impl OrderSource for KafkaSource {
             .await?;
         if stored > latest {
             return Ok(StartOffset::Reset { stored, earliest });
+        }
+        // Offsets repeat after a topic is re-created: the record now at the mark's offset
+        // must be the one handled there. (Gone by compaction, or a control record: cannot
+        // tell, so trust the stored offset.)
+        if let Some(mark) = mark.filter(|m| (earliest..latest).contains(&m.offset)) {
+            let batch = self.fetch(partition, mark.offset).await?;
+            if let Some(now) = batch.records.iter().find(|r| r.offset == mark.offset)
+                && RecordMark::of(now) != mark
+            {
+                return Ok(StartOffset::Recreated { stored, earliest });
+            }
         }
         Ok(StartOffset::Stored(stored))
     }
