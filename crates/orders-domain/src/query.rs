@@ -8,7 +8,7 @@
 //! committed before the request arrived (see [`QueryService::order_json`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -54,22 +54,28 @@ pub struct MissStats {
     pub rejected: u64,
 }
 
-/// What a flight yields: the clock tick at which its repository read started, and the result.
-type FlightOutput = (u64, Result<Option<Bytes>, Arc<RepositoryError>>);
+/// What a flight yields: the order's JSON, `None` when not stored, or the read's error.
+type FlightOutput = Result<Option<Bytes>, Arc<RepositoryError>>;
 type Flight = Shared<BoxFuture<'static, FlightOutput>>;
+
+/// The newest flight for a uid.
+struct FlightSlot {
+    /// Tells a finished flight whether the slot is still its own.
+    id: u64,
+    /// Set just before the flight's repository read begins; a request may join only while it
+    /// is unset, so every requester's snapshot is taken after it arrived.
+    started: Arc<AtomicBool>,
+    /// Weak, so the map never keeps alive a flight that every requester has abandoned.
+    flight: WeakShared<BoxFuture<'static, FlightOutput>>,
+}
 
 /// The state of the miss path, shared by the clones of a [`QueryService`].
 struct Misses {
     limit: usize,
     in_flight: AtomicUsize,
-    /// A logical clock: a miss takes a tick when it arrives, a flight one just before its
-    /// repository read. Comparing the two tells whether the read's snapshot may predate the
-    /// request (see `order_json`).
-    clock: AtomicU64,
     next_id: AtomicU64,
-    /// Flights in progress by uid, with an id so that a finished flight removes only its own
-    /// entry. Weak, so the map never keeps a flight alive that every requester has abandoned.
-    flights: Mutex<HashMap<Box<str>, (u64, WeakShared<BoxFuture<'static, FlightOutput>>)>>,
+    /// The newest flight by uid, while one is in progress.
+    flights: Mutex<HashMap<Box<str>, FlightSlot>>,
     queries: AtomicU64,
     shared: AtomicU64,
     rejected: AtomicU64,
@@ -89,20 +95,12 @@ impl Misses {
         Self {
             limit: limit.max(1),
             in_flight: AtomicUsize::new(0),
-            // Starts at 1 so that every tick is greater than the initial 0.
-            clock: AtomicU64::new(1),
             next_id: AtomicU64::new(0),
             flights: Mutex::new(HashMap::new()),
             queries: AtomicU64::new(0),
             shared: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
         }
-    }
-
-    fn tick(&self) -> u64 {
-        // SeqCst: the ticks of requests and flights form one total order, which is what the
-        // "did this read start after I arrived" comparison relies on.
-        self.clock.fetch_add(1, Ordering::SeqCst)
     }
 
     /// One of the `limit` read slots, or `None` when all are taken (no waiting: a full miss
@@ -145,7 +143,9 @@ struct FlightEntry {
 impl Drop for FlightEntry {
     fn drop(&mut self) {
         if let Ok(mut flights) = self.misses.flights.lock()
-            && flights.get(&self.uid).is_some_and(|(id, _)| *id == self.id)
+            && flights
+                .get(&self.uid)
+                .is_some_and(|slot| slot.id == self.id)
         {
             flights.remove(&self.uid);
         }
@@ -199,14 +199,14 @@ impl QueryService {
 
     /// The order's JSON: from the cache, else from the repository (then cached).
     ///
-    /// Misses for the same uid share one repository read. A request may join a read that was
-    /// already running when it arrived, so that read's snapshot may predate an order committed
-    /// just before the request: its "not found" is not an answer for that request. Such a
-    /// joiner asks again, and the read it then starts or joins began after it arrived (the
-    /// stale flight had already left the map), so it never answers 404 for an order committed
-    /// before it arrived. "Found" is always safe to share: orders never change. Errors are
-    /// shared too; they say nothing about existence. Under a flood of one unknown uid this
-    /// costs at most two reads per wave of requests instead of one per request.
+    /// Misses for the same uid share one repository read, but only one that has not started
+    /// yet: a read already running may have taken its snapshot before this request arrived,
+    /// just before the order was committed, and its "not found" would then be a wrong 404.
+    /// So a miss that finds a read running queues the NEXT read of that uid (or joins the one
+    /// already queued), which starts when the running one ends. If the running one found the
+    /// order, the next one answers with it without a query (orders never change); otherwise it
+    /// asks the repository, after every one of its requesters arrived. A flood of one unknown
+    /// uid so costs one read per read's duration, not one per request.
     pub async fn order_json(&self, order_uid: &str) -> Result<Bytes, QueryError> {
         if !is_valid_order_uid(order_uid) {
             return Err(QueryError::InvalidUid);
@@ -214,40 +214,46 @@ impl QueryService {
         if let Some(json) = self.cache.get(order_uid) {
             return Ok(json);
         }
-        let arrived = self.misses.tick();
-        loop {
-            let flight = self.flight(order_uid)?;
-            let (started, result) = flight.await;
-            match result {
-                Ok(Some(json)) => return Ok(json),
-                Ok(None) if started > arrived => return Err(QueryError::NotFound),
-                // Started before this request arrived: the order may have been committed in
-                // between. Ask again (the finished flight is no longer in the map).
-                Ok(None) => continue,
-                Err(e) => return Err(QueryError::Repository(copy_error(&e))),
-            }
+        match self.flight(order_uid)?.await {
+            Ok(Some(json)) => Ok(json),
+            Ok(None) => Err(QueryError::NotFound),
+            Err(e) => Err(QueryError::Repository(copy_error(&e))),
         }
     }
 
-    /// The flight in progress for `order_uid`, or a new one if a read slot is free.
+    /// The queued flight for `order_uid` to join, or a new one if a read slot is free: started
+    /// at once when none is in progress, else queued behind the newest.
     fn flight(&self, order_uid: &str) -> Result<Flight, QueryError> {
         let misses = &self.misses;
         let mut flights = misses.flights.lock().map_err(|_| RepositoryError::Other {
             context: "the miss map's lock is poisoned".into(),
             source: None,
         })?;
-        if let Some(flight) = flights.get(order_uid).and_then(|(_, weak)| weak.upgrade()) {
-            misses.shared.fetch_add(1, Ordering::Relaxed);
-            return Ok(flight);
+        let mut before = None;
+        if let Some(slot) = flights.get(order_uid)
+            && let Some(flight) = slot.flight.upgrade()
+        {
+            // SeqCst with the store below: reading "not started" means the read begins after
+            // this point, so after this request arrived.
+            if !slot.started.load(Ordering::SeqCst) {
+                misses.shared.fetch_add(1, Ordering::Relaxed);
+                return Ok(flight);
+            }
+            before = Some(flight);
         }
         let Some(permit) = misses.try_acquire() else {
+            // Unlock first: if `before` is the last handle of its flight, dropping it drops
+            // the flight, whose entry guard takes this lock.
+            drop(flights);
+            drop(before);
             misses.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(QueryError::Overloaded {
                 limit: misses.limit,
             });
         };
         let id = misses.next_id.fetch_add(1, Ordering::Relaxed);
-        // Both guards live in the future: dropped when it ends, or when every requester has
+        let started = Arc::new(AtomicBool::new(false));
+        // The guards live in the future: dropped when it ends, or when every requester has
         // gone away (then the read is cancelled and its slot given back).
         let entry = FlightEntry {
             misses: misses.clone(),
@@ -256,11 +262,18 @@ impl QueryService {
         };
         let repo = self.repo.clone();
         let cache = self.cache.clone();
-        let clock = misses.clone();
+        let counters = misses.clone();
+        let start = started.clone();
         let flight = async move {
             let _permit = permit;
-            let started = clock.tick();
-            clock.queries.fetch_add(1, Ordering::Relaxed);
+            if let Some(before) = before
+                && let Ok(Some(json)) = before.await
+            {
+                // Found is found, whenever the snapshot was taken: orders never change.
+                return Ok(Some(json));
+            }
+            start.store(true, Ordering::SeqCst);
+            counters.queries.fetch_add(1, Ordering::Relaxed);
             let result = match repo.get(&entry.uid).await {
                 Ok(Some(order)) => match order.to_json_bytes() {
                     Ok(json) => {
@@ -272,15 +285,20 @@ impl QueryService {
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
             };
-            // Out of the map before anyone sees the result: a request that finds no flight
-            // starts one after this point.
             drop(entry);
-            (started, result.map_err(Arc::new))
+            result.map_err(Arc::new)
         }
         .boxed()
         .shared();
         if let Some(weak) = flight.downgrade() {
-            flights.insert(order_uid.into(), (id, weak));
+            flights.insert(
+                order_uid.into(),
+                FlightSlot {
+                    id,
+                    started,
+                    flight: weak,
+                },
+            );
         }
         Ok(flight)
     }
@@ -345,5 +363,275 @@ impl QueryService {
         }
         self.cache.mark_warmed(loaded, started.elapsed());
         Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The miss path's bound and single flight, over the in-memory fakes with a repository
+    //! whose `get` counts calls and waits at a gate the test opens.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::model::Order;
+    use crate::ports::{
+        AcceptedOrder, PartitionOffset, Position, RejectedFilter, RejectedMessage, StoreBatch,
+        StoreOutcome, StoreSeq,
+    };
+    use crate::sample::generated_order;
+    use crate::testing::{InMemoryCache, InMemoryRepository};
+
+    #[derive(Debug)]
+    struct Gated {
+        inner: InMemoryRepository,
+        gets: AtomicUsize,
+        open: watch::Receiver<bool>,
+    }
+
+    #[async_trait]
+    impl OrderRepository for Gated {
+        async fn store_batch(&self, b: &StoreBatch) -> Result<StoreOutcome, RepositoryError> {
+            self.inner.store_batch(b).await
+        }
+        async fn get(&self, uid: &str) -> Result<Option<Order>, RepositoryError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            // The snapshot is taken now, before the wait: a slow query's view.
+            let found = self.inner.get(uid).await;
+            let _ = self.open.clone().wait_for(|o| *o).await;
+            found
+        }
+        async fn recent(
+            &self,
+            before: Option<StoreSeq>,
+            limit: usize,
+        ) -> Result<Vec<(StoreSeq, Order)>, RepositoryError> {
+            self.inner.recent(before, limit).await
+        }
+        async fn recent_summaries(
+            &self,
+            limit: usize,
+        ) -> Result<Vec<OrderSummary>, RepositoryError> {
+            self.inner.recent_summaries(limit).await
+        }
+        async fn stored_offsets(&self, t: &str) -> Result<BTreeMap<i32, i64>, RepositoryError> {
+            self.inner.stored_offsets(t).await
+        }
+        async fn rejected(
+            &self,
+            f: &RejectedFilter,
+        ) -> Result<Vec<RejectedMessage>, RepositoryError> {
+            self.inner.rejected(f).await
+        }
+        async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError> {
+            self.inner.rejected_counts().await
+        }
+        async fn last_rejected_id(&self) -> Result<Option<i64>, RepositoryError> {
+            self.inner.last_rejected_id().await
+        }
+        async fn ping(&self) -> Result<(), RepositoryError> {
+            self.inner.ping().await
+        }
+    }
+
+    fn setup(limit: usize) -> (Arc<Gated>, QueryService, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(false);
+        let repo = Arc::new(Gated {
+            inner: InMemoryRepository::new(),
+            gets: AtomicUsize::new(0),
+            open: rx,
+        });
+        let q = QueryService::new(repo.clone(), Arc::new(InMemoryCache::new(100)))
+            .with_max_concurrent_misses(limit);
+        (repo, q, tx)
+    }
+
+    async fn store(repo: &dyn OrderRepository, order: Order) {
+        repo.store_batch(&StoreBatch {
+            topic: "t".into(),
+            orders: vec![AcceptedOrder {
+                payload: Bytes::from(serde_json::to_vec(&order).unwrap()),
+                order,
+                position: Position {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 0,
+                },
+            }],
+            offsets: vec![PartitionOffset {
+                partition: 0,
+                next_offset: 1,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Lets spawned requests run until they wait at the gate.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_for_one_uid_share_one_read() {
+        let (repo, q, open) = setup(4);
+        store(repo.as_ref(), generated_order("o-", 1, 1)).await;
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move { q.order_json("o-1").await })
+            })
+            .collect();
+        settle().await;
+        assert_eq!(repo.gets.load(Ordering::SeqCst), 1);
+        open.send(true).unwrap();
+        for t in tasks {
+            assert!(t.await.unwrap().is_ok());
+        }
+        // "Found" is shared as is: one read for all hundred.
+        assert_eq!(repo.gets.load(Ordering::SeqCst), 1);
+        let s = q.miss_stats();
+        // The first started a read; the second queued the next one, which the other 98 joined
+        // and which answered with the first one's result.
+        assert_eq!(
+            (s.queries, s.shared, s.rejected, s.in_flight),
+            (1, 98, 0, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_uid_floods_cost_two_reads_per_wave() {
+        let (repo, q, open) = setup(4);
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move { q.order_json("nope").await })
+            })
+            .collect();
+        settle().await;
+        open.send(true).unwrap();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(QueryError::NotFound)));
+        }
+        // The first read started before the others arrived; they shared the next one.
+        assert_eq!(repo.gets.load(Ordering::SeqCst), 2);
+        assert_eq!(q.miss_stats().in_flight, 0);
+    }
+
+    #[tokio::test]
+    async fn an_order_committed_during_a_read_is_found_by_later_arrivals() {
+        let (repo, q, open) = setup(4);
+        let early = {
+            let q = q.clone();
+            tokio::spawn(async move { q.order_json("late-1").await })
+        };
+        settle().await; // its read saw nothing and waits
+        store(repo.as_ref(), generated_order("late-", 1, 1)).await;
+        let late = {
+            let q = q.clone();
+            tokio::spawn(async move { q.order_json("late-1").await })
+        };
+        settle().await; // queued behind the read that may have missed the commit
+        assert_eq!(q.miss_stats().in_flight, 2);
+        open.send(true).unwrap();
+        assert!(matches!(early.await.unwrap(), Err(QueryError::NotFound)));
+        assert!(late.await.unwrap().is_ok(), "committed before it arrived");
+        assert_eq!(repo.gets.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn misses_beyond_the_limit_are_refused_not_queued() {
+        let (repo, q, open) = setup(3);
+        // u0 running, u0's next read queued, u1 running: three slots.
+        let mut handles = Vec::new();
+        for uid in ["u0", "u0", "u1"] {
+            let q = q.clone();
+            handles.push(tokio::spawn(async move { q.order_json(uid).await }));
+            settle().await;
+        }
+        assert!(matches!(
+            q.order_json("one-more").await,
+            Err(QueryError::Overloaded { limit: 3 })
+        ));
+        // Joining the queued read of u0 needs no slot.
+        let joiner = {
+            let q = q.clone();
+            tokio::spawn(async move { q.order_json("u0").await })
+        };
+        settle().await;
+        let s = q.miss_stats();
+        assert_eq!((s.in_flight, s.limit, s.rejected, s.shared), (3, 3, 1, 1));
+        open.send(true).unwrap();
+        for t in handles {
+            assert!(matches!(t.await.unwrap(), Err(QueryError::NotFound)));
+        }
+        assert!(matches!(joiner.await.unwrap(), Err(QueryError::NotFound)));
+        assert_eq!(q.miss_stats().in_flight, 0, "slots given back");
+        assert_eq!(repo.gets.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_read_gives_its_slot_back_and_leaves_no_flight() {
+        let (_repo, q, open) = setup(1);
+        let task = {
+            let q = q.clone();
+            tokio::spawn(async move { q.order_json("gone").await })
+        };
+        settle().await;
+        assert_eq!(q.miss_stats().in_flight, 1);
+        task.abort(); // the client went away
+        let _ = task.await;
+        assert_eq!(q.miss_stats().in_flight, 0);
+        assert!(q.misses.flights.lock().unwrap().is_empty());
+        open.send(true).unwrap();
+        assert!(matches!(
+            q.order_json("gone").await,
+            Err(QueryError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn warm_up_stops_at_the_byte_bound() {
+        #[derive(Debug)]
+        struct Bounded(InMemoryCache, usize);
+        impl OrderCache for Bounded {
+            fn get(&self, uid: &str) -> Option<Bytes> {
+                self.0.get(uid)
+            }
+            fn insert(&self, uid: &str, json: Bytes) {
+                self.0.insert(uid, json);
+            }
+            fn stats(&self) -> crate::ports::CacheStats {
+                self.0.stats()
+            }
+            fn capacity(&self) -> usize {
+                self.0.capacity()
+            }
+            fn max_bytes(&self) -> usize {
+                self.1
+            }
+            fn mark_warmed(&self, loaded: usize, took: Duration) {
+                self.0.mark_warmed(loaded, took);
+            }
+        }
+        let repo = Arc::new(InMemoryRepository::new());
+        for n in 0..10 {
+            store(repo.as_ref(), generated_order("w-", n, 1)).await;
+        }
+        let one = generated_order("w-", 9, 1).to_json_bytes().unwrap().len();
+        // Room for three and a half of them.
+        let cache = Arc::new(Bounded(InMemoryCache::new(100), one * 3 + one / 2));
+        let q = QueryService::new(repo, cache.clone());
+        assert_eq!(q.warm_up().await.unwrap(), 3);
+        assert!(cache.get("w-9").is_some() && cache.get("w-7").is_some());
+        assert!(cache.get("w-6").is_none());
     }
 }
