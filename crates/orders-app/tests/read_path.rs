@@ -529,3 +529,105 @@ async fn the_cache_never_exceeds_its_byte_bound() {
     assert_eq!(sample(&text, "orders_cache_max_bytes"), Some(MAX as f64));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn ingestion_keeps_committing_during_an_unknown_uid_flood() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const ORDERS: u64 = 2_000;
+    let topic = format!(
+        "test-flood-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let base = common::test_settings(Some(&topic)).await;
+    // Ingestion has 4 connections (DB_POOL_SIZE), reads one of their own.
+    let settings = with_flags(
+        &base,
+        &["--db-read-pool-size", "1", "--max-concurrent-misses", "8"],
+    );
+    let app = common::spawn_app_with(settings).await;
+    app.wait_ready().await;
+
+    // The flood: 32 clients asking for uids that do not exist, as fast as they can.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let flood: Vec<_> = (0..32)
+        .map(|c| {
+            let (stop, answered, refused) = (stop.clone(), answered.clone(), refused.clone());
+            let base = app.base.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let r = http
+                        .get(format!("{base}/order/flood-{c}-{i}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    match r.status().as_u16() {
+                        404 => answered.fetch_add(1, Ordering::Relaxed),
+                        503 => refused.fetch_add(1, Ordering::Relaxed),
+                        s => panic!("flood read answered {s}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let kafka = orders_kafka::KafkaConfig {
+        create_topic_partitions: Some(3),
+        ..app.settings.kafka()
+    };
+    let mut producer = orders_kafka::OrderProducer::connect(&kafka)
+        .await
+        .unwrap_or_else(|e| panic!("Kafka broker not reachable ({e}); `just broker-up`"));
+    let values = (0..ORDERS)
+        .map(|n| Some(serde_json::to_vec(&generated_order("flooded-", n, 2)).unwrap()))
+        .collect();
+    producer.send(values).await.unwrap();
+
+    let sql = orders_postgres::testing::sql_client(&app.settings.postgres()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = metrics(&app).await;
+        // The reads never have more than their own pool's one connection.
+        let read_size = sample(
+            &text,
+            "orders_db_pool_connections{pool=\"read\",state=\"size\"}",
+        );
+        assert!(read_size.is_some_and(|v| v <= 1.0), "{text}");
+        let stored: i64 = sql
+            .query_one("SELECT count(*) FROM orders", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if stored as u64 == ORDERS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {stored} of {ORDERS} orders stored during the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during = answered.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    assert!(during > 500, "the flood was a flood: {during} reads");
+    let text = metrics(&app).await;
+    assert!(
+        sample(
+            &text,
+            "orders_db_pool_connections{pool=\"ingest\",state=\"size\"}"
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert_eq!(app.get("/order/flooded-0").await.status(), 200);
+    app.stop().await;
+}
