@@ -42,13 +42,14 @@ pub struct QueryService {
 /// Counters of the miss path, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MissStats {
-    /// Repository reads running now.
+    /// Repository reads running now, or queued behind a running read of the same uid (each
+    /// holds one of the `limit` slots).
     pub in_flight: usize,
     /// Most repository reads that may run at once.
     pub limit: usize,
     /// Repository reads started since start-up.
     pub queries: u64,
-    /// Misses that joined a read another request had started.
+    /// Misses that joined a read another miss of the same uid had queued.
     pub shared: u64,
     /// Misses refused with [`QueryError::Overloaded`].
     pub rejected: u64,

@@ -70,7 +70,7 @@ impl HttpMetrics {
         let reads = ReadGauges {
             in_flight: g(
                 "orders_read_misses_in_flight",
-                "Repository reads for cache misses running now",
+                "Repository reads for cache misses running or queued now",
             )?,
             limit: g(
                 "orders_read_max_concurrent_misses",
@@ -82,7 +82,7 @@ impl HttpMetrics {
             )?,
             shared: g(
                 "orders_read_shared",
-                "Cache misses that joined a read of the same uid since start",
+                "Cache misses that joined a queued read of the same uid since start",
             )?,
             overloaded: g(
                 "orders_read_overloaded",
