@@ -170,7 +170,7 @@ pub(crate) async fn healthz() -> HttpResponse {
 }
 
 /// Ready (200) when every required check passes: `ready` if all pass, `degraded` if only
-/// optional ones (the consumer's broker) fail, since reads need neither. Otherwise 503
+/// optional ones fail (the consumer's broker: reads do not need it). Otherwise 503
 /// `not_ready`. The result is reused for [`crate::READY_TTL`], so probes cost the dependencies
 /// at most one check per second however often they come.
 pub(crate) async fn readyz(state: web::Data<HttpState>) -> HttpResponse {

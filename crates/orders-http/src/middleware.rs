@@ -125,3 +125,29 @@ where
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_become_labels() {
+        for (m, label) in [
+            (Method::GET, "GET"),
+            (Method::HEAD, "HEAD"),
+            (Method::POST, "POST"),
+            (Method::PUT, "PUT"),
+            (Method::DELETE, "DELETE"),
+            (Method::PATCH, "PATCH"),
+            (Method::OPTIONS, "OPTIONS"),
+            (Method::TRACE, "other"),
+            (Method::CONNECT, "other"),
+        ] {
+            assert_eq!(method_label(&m), label);
+        }
+        for made_up in ["ANYTHING", "get", "X-1"] {
+            let m = Method::from_bytes(made_up.as_bytes()).expect("a token");
+            assert_eq!(method_label(&m), "other", "{made_up}");
+        }
+    }
+}
