@@ -145,6 +145,18 @@ pub struct Settings {
     #[arg(long, env = "CACHE_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_capacity: u64,
 
+    // The read path's bounds (issue 14: reads must not starve ingestion nor use unbounded
+    // memory).
+    /// Connections in the PostgreSQL pool for reads (cache misses, /orders, warm-up, readiness); DB_POOL_SIZE is ingestion's.
+    #[arg(long, env = "DB_READ_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_read_pool_size: u32,
+    /// Most cache misses read from PostgreSQL at once; one more gets 503 with Retry-After.
+    #[arg(long, env = "MAX_CONCURRENT_MISSES", default_value_t = orders_domain::query::DEFAULT_MAX_CONCURRENT_MISSES as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_misses: u64,
+    /// Most bytes of order JSON in the cache (default: 1/8 of the memory limit, at most 1 GiB).
+    #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = default_cache_max_bytes(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_max_bytes: u64,
+
     /// Seconds that shutdown may take (in-flight requests, the current batch) before exiting anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
@@ -201,5 +213,41 @@ impl Settings {
     /// Defaults plus the environment, for tests and embedding (no flags).
     pub fn from_env() -> Result<Self, clap::Error> {
         Ok(Cli::try_parse_from(["orders"])?.settings)
+    }
+}
+
+/// `CACHE_MAX_BYTES`'s default: an eighth of the memory this process may use (the cgroup's
+/// limit when there is one, else the machine's total), at most 1 GiB; 256 MiB when neither
+/// can be read. An eighth leaves room for the JSON's overhead in the map (about 10 %), the
+/// rest of the service, and PostgreSQL or the broker on the same machine.
+pub fn default_cache_max_bytes() -> u64 {
+    const CAP: u64 = 1 << 30;
+    const FALLBACK: u64 = 256 << 20;
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let kib = s.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+        let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    });
+    // cgroup v2, then v1; "max" (or v1's huge number) means no limit.
+    let limit = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok());
+    match (total, limit) {
+        (Some(t), Some(l)) => (t.min(l) / 8).min(CAP),
+        (Some(m), None) | (None, Some(m)) => (m / 8).min(CAP),
+        (None, None) => FALLBACK,
+    }
+}
+
+impl Settings {
+    /// The pool for reads: the same database as [`Self::postgres`], its own size.
+    pub fn postgres_read(&self) -> orders_postgres::PgConfig {
+        orders_postgres::PgConfig {
+            pool_size: self.db_read_pool_size as usize,
+            ..self.postgres()
+        }
     }
 }

@@ -1,6 +1,10 @@
 //! Wiring and lifecycle: [`Application::build`] connects, migrates and binds (port 0 in tests);
 //! [`Application::run_until_stopped`] serves and consumes until told to stop, then shuts down
-//! in order: stop accepting, finish in-flight requests and the current batch, close the pool.
+//! in order: stop accepting, finish in-flight requests and the current batch, close the pools.
+//!
+//! Two pools on the same database: one for ingestion (`DB_POOL_SIZE`), one for reads
+//! (`DB_READ_POOL_SIZE`: cache misses, `/orders`, warm-up, readiness). A flood of reads of
+//! unknown uids then waits on the read pool only, and ingestion never queues behind it.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     repo: PgRepository,
+    read_repo: PgRepository,
     query: QueryService,
     ingest: IngestService,
     source: Arc<OnceCell<Arc<KafkaSource>>>,
@@ -52,6 +57,7 @@ impl ShutdownHandle {
 
 #[derive(Debug)]
 struct AppReadiness {
+    /// The read pool: readiness is about serving reads.
     repo: PgRepository,
     cache: Arc<DashCache>,
     source: Arc<OnceCell<Arc<KafkaSource>>>,
@@ -67,17 +73,20 @@ impl Readiness for AppReadiness {
         let mut checks = vec![Check {
             name: "cache_warmup",
             ok: warm,
+            required: true,
             reason: (!warm).then(|| "warming the cache from PostgreSQL".to_owned()),
         }];
-        checks.push(probe("postgres", self.repo.ping()).await);
+        checks.push(probe("postgres", true, self.repo.ping()).await);
+        // Reads need no broker: an unreachable one degrades ingestion, not readiness.
         if self.consume {
             checks.push(match self.source.get() {
                 None => Check {
                     name: "kafka",
                     ok: false,
+                    required: false,
                     reason: Some("not connected to the broker yet".into()),
                 },
-                Some(source) => probe("kafka", source.partitions()).await,
+                Some(source) => probe("kafka", false, source.partitions()).await,
             });
         }
         checks
@@ -87,6 +96,7 @@ impl Readiness for AppReadiness {
 /// Runs one dependency check, bounded by [`PROBE_TIMEOUT`].
 async fn probe<T, E: std::fmt::Display>(
     name: &'static str,
+    required: bool,
     check: impl std::future::Future<Output = Result<T, E>>,
 ) -> Check {
     let reason = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
@@ -97,7 +107,54 @@ async fn probe<T, E: std::fmt::Display>(
     Check {
         name,
         ok: reason.is_none(),
+        required,
         reason,
+    }
+}
+
+/// Both pools' state at scrape time: `orders_db_pool_connections{pool, state}` with `state`
+/// `size` (open) or `available` (idle).
+#[derive(Debug)]
+struct PoolCollector {
+    pools: [(&'static str, PgRepository); 2],
+    desc: prometheus::core::Desc,
+}
+
+impl PoolCollector {
+    fn new(ingest: PgRepository, read: PgRepository) -> prometheus::Result<Self> {
+        Ok(Self {
+            pools: [("ingest", ingest), ("read", read)],
+            desc: prometheus::core::Desc::new(
+                "orders_db_pool_connections".into(),
+                "PostgreSQL pool connections by pool (ingest, read) and state (size, available)"
+                    .into(),
+                vec!["pool".into(), "state".into()],
+                Default::default(),
+            )?,
+        })
+    }
+}
+
+impl prometheus::core::Collector for PoolCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let Ok(gauge) = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(self.desc.fq_name.clone(), self.desc.help.clone()),
+            &["pool", "state"],
+        ) else {
+            return Vec::new();
+        };
+        for (name, repo) in &self.pools {
+            let (size, available) = repo.pool_status();
+            gauge.with_label_values(&[name, "size"]).set(size as i64);
+            gauge
+                .with_label_values(&[name, "available"])
+                .set(available as i64);
+        }
+        prometheus::core::Collector::collect(&gauge)
     }
 }
 
@@ -128,32 +185,40 @@ impl Application {
     /// Connects to the database, applies migrations, binds the HTTP listener. Nothing runs yet.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let repo = connect_database(&settings).await?;
-        let cache = Arc::new(DashCache::new(
+        // Same database, already migrated and reachable: connections are made on first use.
+        let read_repo = PgRepository::connect_lazy(&settings.postgres_read())
+            .context("building the read pool")?;
+        let cache = Arc::new(DashCache::with_max_bytes(
             usize::try_from(settings.cache_capacity).unwrap_or(usize::MAX),
+            usize::try_from(settings.cache_max_bytes).unwrap_or(usize::MAX),
         ));
         let repo_dyn: Arc<dyn OrderRepository> = Arc::new(repo.clone());
+        let read_repo_dyn: Arc<dyn OrderRepository> = Arc::new(read_repo.clone());
         let cache_dyn: Arc<dyn OrderCache> = cache.clone();
-        let query = QueryService::new(repo_dyn.clone(), cache_dyn.clone());
+        let query = QueryService::new(read_repo_dyn, cache_dyn.clone()).with_max_concurrent_misses(
+            usize::try_from(settings.max_concurrent_misses).unwrap_or(usize::MAX),
+        );
         let ingest = settings.ingest(repo_dyn, cache_dyn);
 
         let registry = prometheus::Registry::new();
         let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;
         let consumer_metrics =
             ConsumerMetrics::register(&registry).context("registering consumer metrics")?;
+        registry
+            .register(Box::new(PoolCollector::new(
+                repo.clone(),
+                read_repo.clone(),
+            )?))
+            .context("registering pool metrics")?;
 
         let source = Arc::new(OnceCell::new());
         let readiness = Arc::new(AppReadiness {
-            repo: repo.clone(),
+            repo: read_repo.clone(),
             cache: cache.clone(),
             source: source.clone(),
             consume: settings.consume,
         });
-        let state = HttpState {
-            query: query.clone(),
-            readiness,
-            registry,
-            metrics: http_metrics,
-        };
+        let state = HttpState::new(query.clone(), readiness, registry, http_metrics);
         let addr = format!("{}:{}", settings.http_host, settings.http_port);
         let listener = TcpListener::bind(&addr).with_context(|| {
             format!(
@@ -174,6 +239,7 @@ impl Application {
             port,
             server,
             repo,
+            read_repo,
             query,
             ingest,
             source,
@@ -197,6 +263,7 @@ impl Application {
         let Self {
             server,
             repo,
+            read_repo,
             query,
             ingest,
             source,
@@ -241,6 +308,7 @@ impl Application {
             );
         }
         repo.close();
+        read_repo.close();
         tracing::info!("stopped");
         Ok(())
     }

@@ -1,12 +1,14 @@
 //! [`OrderCache`] on a sharded concurrent map.
 //!
-//! Eviction policy: **FIFO by first insertion**. When a new uid would exceed the capacity, the
-//! uid inserted longest ago is evicted. Orders are immutable once stored and clients mostly ask
-//! for recent ones, so insertion order approximates recency well, and a hit never takes a lock
-//! on shared state: the read path is one shard read-lock plus a `Bytes` clone (a refcount).
+//! Eviction policy: **FIFO by first insertion**. When a new uid would exceed the capacity (in
+//! entries or in bytes of JSON), the uids inserted longest ago are evicted until both bounds
+//! hold; an entry larger than the whole byte bound is not cached at all. Orders are immutable
+//! once stored and clients mostly ask for recent ones, so insertion order approximates recency
+//! well, and a hit never takes a lock on shared state: the read path is one shard read-lock
+//! plus a `Bytes` clone (a refcount).
 //!
-//! Invariant: the number of entries never exceeds the capacity, and `hits + misses` equals the
-//! number of `get` calls.
+//! Invariant: the number of entries never exceeds the capacity, the bytes of JSON held never
+//! exceed the byte bound, and `hits + misses` equals the number of `get` calls.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -24,10 +26,13 @@ pub struct DashCache {
     /// Insertion order of the uids in `map`; guarded separately so hits never touch it.
     fifo: Mutex<VecDeque<Box<str>>>,
     capacity: usize,
+    /// Most bytes of JSON held at once.
+    max_bytes: usize,
     /// Entries, published under the FIFO lock once an insert (and its eviction) is complete.
     /// `DashMap::len` sums shards one by one and can transiently over-count under concurrent
     /// remove+insert; this cannot.
     entries: AtomicUsize,
+    /// Bytes of JSON held; changed only under the FIFO lock, so exact there.
     bytes: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -38,10 +43,17 @@ pub struct DashCache {
 }
 
 impl DashCache {
-    /// A cache holding at most `capacity` orders (at least 1).
+    /// A cache holding at most `capacity` orders (at least 1), unbounded in bytes.
     pub fn new(capacity: usize) -> Self {
+        Self::with_max_bytes(capacity, usize::MAX)
+    }
+
+    /// A cache holding at most `capacity` orders (at least 1) and at most `max_bytes` bytes of
+    /// JSON.
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
+            max_bytes,
             map: DashMap::with_capacity(capacity.min(1 << 20)),
             fifo: Mutex::new(VecDeque::with_capacity(capacity.min(1 << 20))),
             capacity,
@@ -78,31 +90,37 @@ impl OrderCache for DashCache {
     }
 
     fn insert(&self, order_uid: &str, json: Bytes) {
-        // The FIFO lock serialises inserts of new uids, which is what keeps the bound exact
-        // under concurrent writers; reads never take it.
+        let len = json.len();
+        // Never cached: it would evict everything and still not fit.
+        if len > self.max_bytes {
+            return;
+        }
+        // The FIFO lock serialises inserts, which is what keeps both bounds exact under
+        // concurrent writers; reads never take it.
         let Ok(mut fifo) = self.fifo.lock() else {
             return;
         };
-        let len = json.len();
-        if !self.map.contains_key(order_uid) {
-            // Make room first, so that even a concurrent `len()` never sees capacity + 1.
-            // Only inserts (all under this lock) add keys, so the check above stays true.
-            while fifo.len() >= self.capacity {
-                let Some(victim) = fifo.pop_front() else {
-                    break;
-                };
-                if let Some((_, old)) = self.map.remove(&victim) {
-                    self.bytes.fetch_sub(old.len(), Ordering::Relaxed);
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
-                }
+        // Same uid again (read-through racing ingestion): orders never change, so the entry
+        // already holds these bytes. Only inserts (all under this lock) add keys.
+        if self.map.contains_key(order_uid) {
+            return;
+        }
+        // Make room first, so that even a concurrent `len()` or `stats()` never sees a bound
+        // exceeded. `bytes` only changes under this lock, so it is exact here.
+        let mut bytes = self.bytes.load(Ordering::Relaxed);
+        while fifo.len() >= self.capacity || bytes + len > self.max_bytes {
+            let Some(victim) = fifo.pop_front() else {
+                break;
+            };
+            if let Some((_, old)) = self.map.remove(&victim) {
+                bytes -= old.len();
+                self.bytes.store(bytes, Ordering::Relaxed);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
             }
-            fifo.push_back(order_uid.into());
         }
-        self.bytes.fetch_add(len, Ordering::Relaxed);
-        if let Some(old) = self.map.insert(order_uid.into(), json) {
-            // Same uid again (read-through racing ingestion): replaced, not a new entry.
-            self.bytes.fetch_sub(old.len(), Ordering::Relaxed);
-        }
+        fifo.push_back(order_uid.into());
+        self.bytes.store(bytes + len, Ordering::Relaxed);
+        self.map.insert(order_uid.into(), json);
         self.entries.store(fifo.len(), Ordering::Release);
     }
 
@@ -114,6 +132,7 @@ impl OrderCache for DashCache {
             size: self.len(),
             capacity: self.capacity,
             bytes: self.bytes.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes,
             hits,
             misses,
             evictions: self.evictions.load(Ordering::Relaxed),
@@ -130,6 +149,10 @@ impl OrderCache for DashCache {
 
     fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 
     fn mark_warmed(&self, loaded: usize, took: Duration) {

@@ -90,3 +90,62 @@ fn many_readers_and_writers_keep_the_bound_and_the_counts() {
             .sum::<usize>()
     );
 }
+
+#[test]
+fn the_byte_bound_evicts_fifo_and_refuses_what_cannot_fit() {
+    let sized = |_: usize, len: usize| Bytes::from(vec![b'x'; len]);
+    // Room for ten entries, but only 250 bytes.
+    let c = DashCache::with_max_bytes(10, 250);
+    for n in 0..3 {
+        c.insert(&format!("o{n}"), sized(n, 100));
+    }
+    // Two fit; the third pushed out the first.
+    let s = c.stats();
+    assert_eq!(
+        (s.size, s.bytes, s.max_bytes, s.evictions),
+        (2, 200, 250, 1)
+    );
+    assert_eq!(c.get("o0"), None);
+    // One big entry evicts as many as it needs, oldest first.
+    c.insert("big", sized(0, 240));
+    let s = c.stats();
+    assert_eq!((s.size, s.bytes, s.evictions), (1, 240, 3));
+    assert!(c.get("big").is_some());
+    // Larger than the whole bound: not cached, nothing evicted for it.
+    c.insert("huge", sized(0, 251));
+    assert_eq!(c.get("huge"), None);
+    let s = c.stats();
+    assert_eq!((s.size, s.bytes, s.evictions), (1, 240, 3));
+    // The same uid again changes nothing.
+    c.insert("big", sized(0, 240));
+    assert_eq!(c.stats().bytes, 240);
+}
+
+#[test]
+fn concurrent_writers_keep_the_byte_bound() {
+    const MAX: usize = 10_000;
+    let c = Arc::new(DashCache::with_max_bytes(1_000_000, MAX));
+    let handles: Vec<_> = (0..4)
+        .map(|w| {
+            let c = c.clone();
+            thread::spawn(move || {
+                for i in 0..5_000 {
+                    let n = w * 5_000 + i;
+                    c.insert(&format!("o{n}"), Bytes::from(vec![b'x'; 50 + n % 200]));
+                    let s = c.stats();
+                    assert!(s.bytes <= MAX, "byte bound exceeded: {}", s.bytes);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = c.stats();
+    let held: usize = (0..20_000)
+        .filter_map(|n| c.get(&format!("o{n}")))
+        .map(|b| b.len())
+        .sum();
+    assert_eq!(s.bytes, held);
+    assert!(s.bytes <= MAX && s.bytes > MAX - 250, "{s:?}");
+}

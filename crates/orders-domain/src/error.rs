@@ -106,6 +106,11 @@ pub enum QueryError {
     InvalidUid,
     #[error("order not found")]
     NotFound,
+    /// Too many cache misses are already being read from the repository; the caller should
+    /// retry shortly (HTTP answers 503 with `Retry-After`). Misses are bounded so that a flood
+    /// of unknown uids cannot queue without end on the read pool.
+    #[error("too many uncached reads in flight (limit {limit}); retry shortly")]
+    Overloaded { limit: usize },
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 }

@@ -23,7 +23,7 @@ pub use ports::{
     PAYLOAD_EXCERPT_BYTES, PartitionOffset, PayloadDigest, Position, RawMessage, RecordMark,
     RejectedFilter, RejectedMessage, Rejection, StartOffset, StoreBatch, StoreOutcome, StoreSeq,
 };
-pub use query::QueryService;
+pub use query::{MissStats, QueryService};
 pub use validation::{
     DecodeError, FieldError, RejectReason, Violations, decode_order, is_valid_order_uid,
     validate_order,

@@ -253,11 +253,14 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
 }
 
 /// Counters of a cache, as reported by `/cache/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CacheStats {
     pub size: usize,
     pub capacity: usize,
+    /// Bytes of JSON held.
     pub bytes: usize,
+    /// Most bytes of JSON the cache holds (`usize::MAX` when unbounded in bytes).
+    pub max_bytes: usize,
     pub hits: u64,
     pub misses: u64,
     pub evictions: u64,
@@ -267,16 +270,40 @@ pub struct CacheStats {
     pub warmed_up: bool,
 }
 
+impl Default for CacheStats {
+    fn default() -> Self {
+        Self {
+            size: 0,
+            capacity: 0,
+            bytes: 0,
+            // No byte bound unless an adapter sets one.
+            max_bytes: usize::MAX,
+            hits: 0,
+            misses: 0,
+            evictions: 0,
+            hit_ratio: 0.0,
+            warmup_loaded: 0,
+            warmup_millis: 0,
+            warmed_up: false,
+        }
+    }
+}
+
 /// Recently used orders in memory, as serialized JSON so that a hit costs no serialization.
 ///
-/// Contract: bounded (never more than `capacity` entries); `get` counts a hit or a miss;
-/// `insert` of a new uid may evict per the adapter's documented policy and counts evictions;
-/// only committed orders are inserted (the use cases guarantee that).
+/// Contract: bounded (never more than `capacity` entries, nor more than `max_bytes` bytes of
+/// JSON); `get` counts a hit or a miss; `insert` of a new uid may evict per the adapter's
+/// documented policy and counts evictions, and an entry larger than `max_bytes` is not cached
+/// at all; only committed orders are inserted (the use cases guarantee that).
 pub trait OrderCache: Send + Sync + std::fmt::Debug {
     fn get(&self, order_uid: &str) -> Option<Bytes>;
     fn insert(&self, order_uid: &str, json: Bytes);
     fn stats(&self) -> CacheStats;
     fn capacity(&self) -> usize;
+    /// Most bytes of JSON held at once; warm-up loads no more than this.
+    fn max_bytes(&self) -> usize {
+        usize::MAX
+    }
     /// Records the result of the start-up warm-up.
     fn mark_warmed(&self, loaded: usize, took: Duration);
 }

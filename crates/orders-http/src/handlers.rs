@@ -26,6 +26,8 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header (load shedding).
+    retry_after: Option<u32>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -39,7 +41,11 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, secs));
+        }
+        response.json(ErrorBody {
             error: self.code,
             message: self.message.clone(),
         })
@@ -52,6 +58,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -69,6 +76,16 @@ impl From<QueryError> for ApiError {
                 "not_found",
                 "no order with this order_uid",
             ),
+            // Shed, not queued: the client retries in a second, by then the flood may be over
+            // (and the misses in flight, which hold the slots, are done).
+            QueryError::Overloaded { .. } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many reads of uncached orders at once; retry shortly",
+                )
+            },
             QueryError::Repository(e) => e.into(),
         }
     }
@@ -152,11 +169,20 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// Ready (200) when every required check passes: `ready` if all pass, `degraded` if only
+/// optional ones fail (the consumer's broker: reads do not need it). Otherwise 503
+/// `not_ready`. The result is reused for [`crate::READY_TTL`], so probes cost the dependencies
+/// at most one check per second however often they come.
 pub(crate) async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
-    let checks = state.readiness.checks().await;
-    let ready = checks.iter().all(|c| c.ok);
-    let body =
-        serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
+    let (checks, age) = state.ready.get(state.readiness.as_ref()).await;
+    let ready = checks.iter().all(|c| c.ok || !c.required);
+    let status = match (ready, checks.iter().all(|c| c.ok)) {
+        (false, _) => "not_ready",
+        (true, false) => "degraded",
+        (true, true) => "ready",
+    };
+    let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+    let body = serde_json::json!({"status": status, "age_ms": age_ms, "checks": &*checks});
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -171,11 +197,20 @@ pub(crate) async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse,
     c.entries.set(s.size as i64);
     c.capacity.set(s.capacity as i64);
     c.bytes.set(s.bytes as i64);
+    c.max_bytes
+        .set(i64::try_from(s.max_bytes).unwrap_or(i64::MAX));
     c.hits.set(clamp(s.hits));
     c.misses.set(clamp(s.misses));
     c.evictions.set(clamp(s.evictions));
     c.warmup_loaded.set(s.warmup_loaded as i64);
     c.warmup_millis.set(clamp(s.warmup_millis));
+    let m = state.query.miss_stats();
+    let r = &state.metrics.reads;
+    r.in_flight.set(m.in_flight as i64);
+    r.limit.set(m.limit as i64);
+    r.queries.set(clamp(m.queries));
+    r.shared.set(clamp(m.shared));
+    r.overloaded.set(clamp(m.rejected));
     let encoder = prometheus::TextEncoder::new();
     let mut buf = Vec::with_capacity(16 * 1024);
     encoder

@@ -12,6 +12,7 @@ mod middleware;
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -25,6 +26,9 @@ pub use metrics::HttpMetrics;
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
+    /// Whether serving reads needs it: a failing required check makes `/readyz` 503, a
+    /// failing optional one (the consumer's broker) only `degraded`.
+    pub required: bool,
     /// Why not, when not ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -36,6 +40,32 @@ pub trait Readiness: Send + Sync + std::fmt::Debug {
     async fn checks(&self) -> Vec<Check>;
 }
 
+/// How long a `/readyz` result is reused: probes from load balancers and orchestrators (or
+/// anyone) then cost the database at most one ping per second.
+pub const READY_TTL: Duration = Duration::from_secs(1);
+
+/// The last readiness result, shared by all workers. The async lock is held while checking,
+/// so concurrent requests after expiry wait for one check instead of each running their own.
+#[derive(Debug, Default)]
+pub(crate) struct ReadyCache {
+    last: futures::lock::Mutex<Option<(Instant, Arc<Vec<Check>>)>>,
+}
+
+impl ReadyCache {
+    /// The checks and their age: the cached ones if younger than [`READY_TTL`], else new ones.
+    pub(crate) async fn get(&self, readiness: &dyn Readiness) -> (Arc<Vec<Check>>, Duration) {
+        let mut last = self.last.lock().await;
+        if let Some((at, checks)) = &*last
+            && at.elapsed() < READY_TTL
+        {
+            return (checks.clone(), at.elapsed());
+        }
+        let checks = Arc::new(readiness.checks().await);
+        *last = Some((Instant::now(), checks.clone()));
+        (checks, Duration::ZERO)
+    }
+}
+
 /// Everything the handlers need.
 #[derive(Debug, Clone)]
 pub struct HttpState {
@@ -43,6 +73,24 @@ pub struct HttpState {
     pub readiness: Arc<dyn Readiness>,
     pub registry: prometheus::Registry,
     pub metrics: HttpMetrics,
+    ready: Arc<ReadyCache>,
+}
+
+impl HttpState {
+    pub fn new(
+        query: QueryService,
+        readiness: Arc<dyn Readiness>,
+        registry: prometheus::Registry,
+        metrics: HttpMetrics,
+    ) -> Self {
+        Self {
+            query,
+            readiness,
+            registry,
+            metrics,
+            ready: Arc::new(ReadyCache::default()),
+        }
+    }
 }
 
 /// Server settings.

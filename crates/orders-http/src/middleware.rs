@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use futures::future::LocalBoxFuture;
 use tracing::Instrument;
@@ -13,6 +14,21 @@ use crate::metrics::HttpMetrics;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The method as a metric label: the standard methods by name, anything else `other`
+/// (actix accepts any token as a method, so `curl -X ANYTHING` must not add a series).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
 
 pub(crate) struct Observe {
     metrics: HttpMetrics,
@@ -83,10 +99,12 @@ where
                 let status = res.status();
                 {
                     let req = res.request();
+                    // Every label value comes from a fixed set (route patterns, known methods,
+                    // status codes), so no request can create series without end.
                     let route = req.match_pattern();
                     let labels = [
                         route.as_deref().unwrap_or("unmatched"),
-                        req.method().as_str(),
+                        method_label(req.method()),
                         status.as_str(),
                     ];
                     metrics.requests.with_label_values(&labels).inc();
@@ -105,5 +123,31 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_become_labels() {
+        for (m, label) in [
+            (Method::GET, "GET"),
+            (Method::HEAD, "HEAD"),
+            (Method::POST, "POST"),
+            (Method::PUT, "PUT"),
+            (Method::DELETE, "DELETE"),
+            (Method::PATCH, "PATCH"),
+            (Method::OPTIONS, "OPTIONS"),
+            (Method::TRACE, "other"),
+            (Method::CONNECT, "other"),
+        ] {
+            assert_eq!(method_label(&m), label);
+        }
+        for made_up in ["ANYTHING", "get", "X-1"] {
+            let m = Method::from_bytes(made_up.as_bytes()).expect("a token");
+            assert_eq!(method_label(&m), "other", "{made_up}");
+        }
     }
 }
