@@ -393,8 +393,8 @@ mod tests {
     use super::*;
     use crate::model::Order;
     use crate::ports::{
-        AcceptedOrder, PartitionOffset, Position, RejectedFilter, RejectedMessage, StoreBatch,
-        StoreOutcome, StoreSeq,
+        AcceptedOrder, Position, RejectedFilter, RejectedMessage, StoreBatch, StoreOutcome,
+        StoreSeq,
     };
     use crate::sample::generated_order;
     use crate::testing::{InMemoryCache, InMemoryRepository};
@@ -480,12 +480,6 @@ mod tests {
                     partition: 0,
                     offset: 0,
                 },
-            }],
-            offsets: vec![PartitionOffset {
-                partition: 0,
-                next_offset: 1,
-                expected: None,
-                mark: None,
             }],
             ..Default::default()
         })
