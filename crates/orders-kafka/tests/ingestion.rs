@@ -137,30 +137,37 @@ async fn wait_progress(db: &Db, than: i64) -> i64 {
     }
 }
 
-/// Blocks the consumer's next commit (a lock on `consumer_offsets` held by an admin session)
-/// and waits until one of its transactions is stuck on it, i.e. open with its batch written.
-async fn hold_a_transaction_open(db: &Db) -> tokio_postgres::Client {
+/// Blocks every batch transaction part-way: a lock on `items` held by an admin session stops
+/// the `COPY` into it, after the transaction has moved its offset and written its orders,
+/// deliveries and payments.
+async fn block_commits(db: &Db) -> tokio_postgres::Client {
     let admin = sql_client(&db.config).await;
     admin
-        .batch_execute("BEGIN; LOCK TABLE consumer_offsets IN SHARE MODE")
+        .batch_execute("BEGIN; LOCK TABLE items IN SHARE MODE")
         .await
         .unwrap();
+    admin
+}
+
+/// Waits until a consumer transaction is stuck on that lock, i.e. open with its batch half
+/// written.
+async fn wait_for_a_blocked_transaction(db: &Db) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let waiting = db
             .count(&format!(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'
                  AND wait_event_type = 'Lock' AND state = 'active' AND xact_start IS NOT NULL
-                 AND query ILIKE '%consumer_offsets%'",
+                 AND query ILIKE 'COPY items%'",
                 db.config.dbname
             ))
             .await;
         if waiting > 0 {
-            return admin;
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "no consumer transaction blocked on consumer_offsets"
+            "no consumer transaction blocked on items"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -180,21 +187,22 @@ async fn crashes_at_random_points_lose_and_duplicate_nothing() {
         if stored == N as i64 {
             break;
         }
-        let consumer = start_consumer(&db.config, &broker, &topic).await;
-        wait_progress(&db, stored).await;
         if round % 2 == 0 {
             // Somewhere: mid-batch, mid-commit, idle.
+            let consumer = start_consumer(&db.config, &broker, &topic).await;
+            wait_progress(&db, stored).await;
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
             consumer.abort().await;
         } else {
             // Provably inside a transaction: its orders are written, its commit is blocked.
-            let admin = hold_a_transaction_open(&db).await;
-            let before = db.count(ORDERS).await;
+            let admin = block_commits(&db).await;
+            let consumer = start_consumer(&db.config, &broker, &topic).await;
+            wait_for_a_blocked_transaction(&db).await;
             consumer.abort().await;
             admin.batch_execute("ROLLBACK").await.unwrap();
-            // The crashed transaction never commits: nothing of it appears later.
+            // The crashed transactions never commit: nothing of them appears later.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            assert_eq!(db.count(ORDERS).await, before, "a crashed batch committed");
+            assert_eq!(db.count(ORDERS).await, stored, "a crashed batch committed");
             inside_tx += 1;
         }
         stored = db.count(ORDERS).await;
