@@ -3,40 +3,15 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::spawn_app;
 use orders_domain::sample::{generated_order, reference_order};
-use orders_domain::{AcceptedOrder, OrderRepository, Position, StoreBatch};
 use serde_json::Value;
-
-async fn store(repo: &dyn OrderRepository, orders: Vec<orders_domain::Order>) {
-    let orders = orders
-        .into_iter()
-        .enumerate()
-        .map(|(i, order)| AcceptedOrder {
-            payload: Bytes::from(serde_json::to_vec(&order).unwrap()),
-            order,
-            position: Position {
-                topic: "api".into(),
-                partition: 0,
-                offset: i as i64,
-            },
-        })
-        .collect::<Vec<_>>();
-    repo.store_batch(&StoreBatch {
-        topic: "api".into(),
-        orders,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
 
 #[tokio::test]
 async fn order_endpoint_statuses_and_bodies() {
     let app = spawn_app().await;
     app.wait_ready().await;
-    store(&app.repo, vec![reference_order()]).await;
+    common::store_orders(&app.repo, vec![reference_order()]).await;
 
     let r = app.get("/order/b563feb7b2b84b6test").await;
     assert_eq!(r.status(), 200);
@@ -91,7 +66,7 @@ async fn cache_stats_change_as_expected() {
     assert_eq!(s0["capacity"], 100_000);
 
     // Stored behind the cache's back (as by another instance): first read misses, then hits.
-    store(&app.repo, vec![generated_order("stats-", 1, 3)]).await;
+    common::store_orders(&app.repo, vec![generated_order("stats-", 1, 3)]).await;
     assert_eq!(app.get("/order/stats-1").await.status(), 200);
     assert_eq!(app.get("/order/stats-1").await.status(), 200);
     assert_eq!(app.get("/order/stats-2").await.status(), 404);
@@ -112,7 +87,7 @@ async fn warm_up_loads_stored_orders_before_ready() {
     let repo = orders_postgres::PgRepository::connect(&settings.postgres())
         .await
         .unwrap();
-    store(
+    common::store_orders(
         &repo,
         (0..50).map(|n| generated_order("warm-", n, 2)).collect(),
     )
@@ -144,7 +119,7 @@ async fn warm_up_loads_stored_orders_before_ready() {
 async fn recent_orders_health_ready_metrics() {
     let app = spawn_app().await;
     app.wait_ready().await;
-    store(
+    common::store_orders(
         &app.repo,
         (0..5).map(|n| generated_order("recent-", n, 1)).collect(),
     )

@@ -8,35 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Parser;
 use orders_app::{Cli, Settings};
 use orders_domain::sample::generated_order;
-use orders_domain::{AcceptedOrder, OrderRepository, Position, StoreBatch};
 use serde_json::Value;
-
-async fn store(repo: &dyn OrderRepository, orders: Vec<orders_domain::Order>) {
-    let orders = orders
-        .into_iter()
-        .enumerate()
-        .map(|(i, order)| AcceptedOrder {
-            payload: Bytes::from(serde_json::to_vec(&order).unwrap()),
-            order,
-            position: Position {
-                topic: "read".into(),
-                partition: 0,
-                offset: i as i64,
-            },
-        })
-        .collect::<Vec<_>>();
-    repo.store_batch(&StoreBatch {
-        topic: "read".into(),
-        orders,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
 
 /// `base` (a test's database, port 0, loopback) with `flags` on top, parsed as the binary
 /// parses them, so that a setting is exercised through its real flag.
@@ -273,7 +248,7 @@ async fn an_order_committed_while_its_miss_is_in_flight_is_never_404() {
     let settings = with_flags(&base, &["--db-read-pool-size", "1"]);
     let app = common::spawn_app_with(settings).await;
     app.wait_ready().await;
-    store(&app.repo, vec![generated_order("template-", 1, 2)]).await;
+    common::store_orders(&app.repo, vec![generated_order("template-", 1, 2)]).await;
     assert_eq!(app.get("/order/template-1").await.status(), 200);
 
     // A read's order query takes its snapshot, then its items query waits on this lock: the
@@ -399,7 +374,7 @@ async fn readyz_serves_reads_when_the_broker_is_unreachable() {
     assert_eq!(kafka["required"], false, "{body}");
     assert_eq!(check(&body, "postgres")["ok"], true);
     assert_eq!(check(&body, "cache_warmup")["ok"], true);
-    store(&app.repo, vec![generated_order("nobroker-", 1, 1)]).await;
+    common::store_orders(&app.repo, vec![generated_order("nobroker-", 1, 1)]).await;
     assert_eq!(app.get("/order/nobroker-1").await.status(), 200);
     assert_eq!(app.get("/order/nobroker-2").await.status(), 404);
     app.stop().await;
@@ -468,7 +443,7 @@ async fn the_cache_never_exceeds_its_byte_bound() {
         .await
         .unwrap();
     // About 5 kB of JSON each: 200 of them are eight times the bound.
-    store(
+    common::store_orders(
         &repo,
         (0..200).map(|n| generated_order("big-", n, 20)).collect(),
     )

@@ -122,3 +122,31 @@ pub fn start_binary(settings: &Settings, port: u16) -> Service {
             .unwrap(),
     )
 }
+
+/// Stores `orders` as one batch read from partition 0 of a topic `seed` (offsets not moved):
+/// data for read tests, written the way ingestion writes it.
+pub async fn store_orders(
+    repo: &dyn orders_domain::OrderRepository,
+    orders: Vec<orders_domain::Order>,
+) {
+    let orders = orders
+        .into_iter()
+        .enumerate()
+        .map(|(i, order)| orders_domain::AcceptedOrder {
+            payload: bytes::Bytes::from(serde_json::to_vec(&order).unwrap()),
+            order,
+            position: orders_domain::Position {
+                topic: "seed".into(),
+                partition: 0,
+                offset: i as i64,
+            },
+        })
+        .collect::<Vec<_>>();
+    repo.store_batch(&orders_domain::StoreBatch {
+        topic: "seed".into(),
+        orders,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
