@@ -1,0 +1,199 @@
+//! `PgRepository`: the pool, the call timeout, and the `OrderRepository` contract, whose
+//! statements live by concern: `write` (a batch transaction: the offset compare-and-set,
+//! orders and their children, rejections), `read` (orders for the API and warm-up),
+//! `offsets` (where each partition stands) and `rejected` (the rejected rows).
+
+mod offsets;
+mod read;
+mod rejected;
+mod write;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use orders_domain::{
+    Order, OrderRepository, OrderSummary, RecordMark, RejectedFilter, RejectedMessage,
+    RepositoryError, StoreBatch, StoreOutcome, StoreSeq,
+};
+use tokio::time::timeout;
+use tokio_postgres::NoTls;
+
+use crate::config::PgConfig;
+use crate::error::{PgError, map_pool};
+use crate::migrate::migrate;
+
+/// The PostgreSQL repository: a connection pool and the statements of the contract.
+#[derive(Clone)]
+pub struct PgRepository {
+    pool: Pool,
+    target: String,
+    /// Longest wait for one repository call's answers (client side: it also ends a call on a
+    /// connection that went silent without closing, which no server-side timeout sees).
+    query_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRepository")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgRepository {
+    /// Builds the pool, checks that the database answers, and applies pending migrations.
+    pub async fn connect(config: &PgConfig) -> Result<Self, PgError> {
+        let repo = Self::connect_lazy(config)?;
+        let mut client = tokio::time::timeout(config.connect_timeout, repo.pool.get())
+            .await
+            .map_err(|_| PgError::Connect {
+                target: repo.target.clone(),
+                source: "timed out".into(),
+            })?
+            .map_err(|e| PgError::Connect {
+                target: repo.target.clone(),
+                source: Box::new(e),
+            })?;
+        migrate(&mut client).await?;
+        Ok(repo)
+    }
+
+    /// Builds the pool without connecting (connections are made on first use).
+    pub fn connect_lazy(config: &PgConfig) -> Result<Self, PgError> {
+        let target = config.display();
+        let manager = Manager::from_config(
+            config.tokio_postgres(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| PgError::Connect {
+                target: target.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(Self {
+            pool,
+            target,
+            query_timeout: config.query_timeout(),
+        })
+    }
+
+    /// A connection from the pool; waiting for one is bounded by the pool's wait timeout.
+    async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
+        self.pool.get().await.map_err(map_pool)
+    }
+
+    /// The result of a call made on `client` under [`Self::query_timeout`]. A call that timed
+    /// out leaves its connection in an unknown state (maybe half-open, maybe mid-transaction),
+    /// so it is taken out of the pool and closed, and the caller retries on a fresh one.
+    fn settle<T>(
+        &self,
+        client: deadpool_postgres::Object,
+        result: Result<Result<T, RepositoryError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, RepositoryError> {
+        result.unwrap_or_else(|_| {
+            drop(deadpool_postgres::Object::take(client));
+            Err(RepositoryError::Unavailable {
+                context: format!(
+                    "no answer from PostgreSQL at {} within {:?}; dropped the connection",
+                    self.target, self.query_timeout
+                ),
+                source: None,
+            })
+        })
+    }
+
+    /// Closes the pool: idle connections are dropped, new `get`s fail.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// Pool status for metrics: (size, available).
+    pub fn pool_status(&self) -> (usize, usize) {
+        let s = self.pool.status();
+        (s.size, s.available)
+    }
+}
+
+#[async_trait]
+impl OrderRepository for PgRepository {
+    async fn store_batch(&self, batch: &StoreBatch) -> Result<StoreOutcome, RepositoryError> {
+        let mut client = self.client().await?;
+        let result = timeout(self.query_timeout, write::store_batch(&mut client, batch)).await;
+        self.settle(client, result)
+    }
+
+    async fn get(&self, order_uid: &str) -> Result<Option<Order>, RepositoryError> {
+        let client = self.client().await?;
+        let result = timeout(self.query_timeout, read::get(&client, order_uid)).await;
+        self.settle(client, result)
+    }
+
+    async fn recent(
+        &self,
+        before: Option<StoreSeq>,
+        limit: usize,
+    ) -> Result<Vec<(StoreSeq, Order)>, RepositoryError> {
+        let mut client = self.client().await?;
+        let result = timeout(self.query_timeout, read::recent(&mut client, before, limit)).await;
+        self.settle(client, result)
+    }
+
+    async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError> {
+        let client = self.client().await?;
+        let result = timeout(self.query_timeout, read::recent_summaries(&client, limit)).await;
+        self.settle(client, result)
+    }
+
+    async fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, RepositoryError> {
+        let client = self.client().await?;
+        let result = timeout(self.query_timeout, offsets::stored_offsets(&client, topic)).await;
+        self.settle(client, result)
+    }
+
+    async fn offset_marks(
+        &self,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, RecordMark>, RepositoryError> {
+        let client = self.client().await?;
+        let result = timeout(self.query_timeout, offsets::offset_marks(&client, topic)).await;
+        self.settle(client, result)
+    }
+
+    async fn rejected(
+        &self,
+        filter: &RejectedFilter,
+    ) -> Result<Vec<RejectedMessage>, RepositoryError> {
+        let client = self.client().await?;
+        let result = timeout(self.query_timeout, rejected::rejected(&client, filter)).await;
+        self.settle(client, result)
+    }
+
+    async fn last_rejected_id(&self) -> Result<Option<i64>, RepositoryError> {
+        let client = self.client().await?;
+        let result = timeout(self.query_timeout, rejected::last_rejected_id(&client)).await;
+        self.settle(client, result)
+    }
+
+    async fn rejected_counts(&self) -> Result<BTreeMap<String, i64>, RepositoryError> {
+        let client = self.client().await?;
+        let result = timeout(self.query_timeout, rejected::rejected_counts(&client)).await;
+        self.settle(client, result)
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        let client = self.client().await?;
+        let result = timeout(self.query_timeout, read::ping(&client)).await;
+        self.settle(client, result)
+    }
+}

@@ -1,0 +1,407 @@
+//! The batch transaction: offsets by compare-and-set first, then orders, their children
+//! by binary `COPY`, and rejections.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Object;
+use futures::pin_mut;
+use orders_domain::{AcceptedOrder, RejectReason, RepositoryError, StoreBatch, StoreOutcome};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::error::map_pg;
+
+const INSERT_ORDERS: &str = "
+INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
+    delivery_service, shardkey, sm_id, date_created, oof_shard,
+    source_topic, source_partition, source_offset)
+SELECT a, b, c, d, e, f, g, h, i, j, k, $12::text, p, o FROM
+    UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+           $8::text[], $9::int8[], $10::timestamptz[], $11::text[], $13::int4[], $14::int8[])
+        AS u(a, b, c, d, e, f, g, h, i, j, k, p, o)
+ON CONFLICT (order_uid) DO NOTHING
+RETURNING order_uid";
+
+// The children of newly inserted orders go in with binary COPY: they cannot conflict (their
+// order row was inserted by this transaction), and COPY costs PostgreSQL the least per row.
+const COPY_DELIVERIES: &str = "COPY deliveries (order_uid, name, phone, zip, city, address, \
+    region, email) FROM STDIN (FORMAT binary)";
+const DELIVERY_TYPES: [Type; 8] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+const COPY_PAYMENTS: &str = "COPY payments (order_uid, transaction, request_id, currency, \
+    provider, amount, payment_dt, bank, delivery_cost, goods_total, custom_fee) \
+    FROM STDIN (FORMAT binary)";
+const PAYMENT_TYPES: [Type; 11] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+];
+
+const COPY_ITEMS: &str = "COPY items (order_uid, position, chrt_id, track_number, price, rid, \
+    name, sale, size, total_price, nm_id, brand, status) FROM STDIN (FORMAT binary)";
+const ITEM_TYPES: [Type; 13] = [
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT4,
+];
+
+const INSERT_REJECTED: &str = "
+INSERT INTO rejected_messages (topic, partition, \"offset\", reason, detail, payload,
+    payload_size, payload_sha256)
+SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[], $4::text[], $5::text[], $6::bytea[],
+    $7::int8[], $8::text[]) AS u";
+
+/// Compare-and-set of the batch's offsets: a partition with an expected offset moves only if
+/// it still holds it; one expected to have none is inserted only if still absent. Returns how
+/// many moved: fewer than asked means another writer got there first (fenced). Run first in
+/// the transaction, so a concurrent writer of the same partition waits here on the row (or
+/// the insert) and is fenced before it writes anything.
+const ADVANCE_OFFSETS: &str = "
+WITH u AS (SELECT * FROM UNNEST($2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+        AS u(p, next, expected, mark_offset, mark_digest)),
+inserted AS (
+    INSERT INTO consumer_offsets (topic, partition, next_offset, mark_offset, mark_digest)
+    SELECT $1::text, p, next, mark_offset, mark_digest FROM u WHERE expected IS NULL
+    ON CONFLICT (topic, partition) DO NOTHING
+    RETURNING 1),
+moved AS (
+    UPDATE consumer_offsets c SET next_offset = u.next, updated_at = now(),
+        mark_offset = coalesce(u.mark_offset, c.mark_offset),
+        mark_digest = coalesce(u.mark_digest, c.mark_digest)
+    FROM u
+    WHERE c.topic = $1::text AND c.partition = u.p AND c.next_offset = u.expected
+    RETURNING 1)
+SELECT (SELECT count(*) FROM inserted) + (SELECT count(*) FROM moved)";
+
+/// Column vectors for one table, built in one pass so the hot path allocates once per column.
+#[derive(Default)]
+struct OrderColumns<'a> {
+    uid: Vec<&'a str>,
+    track: Vec<&'a str>,
+    entry: Vec<&'a str>,
+    locale: Vec<&'a str>,
+    sig: Vec<&'a str>,
+    customer: Vec<&'a str>,
+    dservice: Vec<&'a str>,
+    shardkey: Vec<&'a str>,
+    sm_id: Vec<i64>,
+    created: Vec<DateTime<Utc>>,
+    oof: Vec<&'a str>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+}
+
+impl<'a> OrderColumns<'a> {
+    fn new(orders: &[&'a AcceptedOrder]) -> Self {
+        let mut c = Self::default();
+        for a in orders {
+            let o = &a.order;
+            c.uid.push(&o.order_uid);
+            c.track.push(&o.track_number);
+            c.entry.push(&o.entry);
+            c.locale.push(&o.locale);
+            c.sig.push(&o.internal_signature);
+            c.customer.push(&o.customer_id);
+            c.dservice.push(&o.delivery_service);
+            c.shardkey.push(&o.shardkey);
+            c.sm_id.push(o.sm_id);
+            c.created.push(o.date_created);
+            c.oof.push(&o.oof_shard);
+            c.partition.push(a.position.partition);
+            c.offset.push(a.position.offset);
+        }
+        c
+    }
+}
+
+type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+
+/// A binary `COPY … FROM STDIN` into this transaction (the statement is prepared once per
+/// connection).
+async fn copy_writer(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    types: &[Type],
+    what: &'static str,
+) -> Result<BinaryCopyInWriter, RepositoryError> {
+    let stmt = tx.prepare_cached(sql).await.map_err(|e| map_pg(what, e))?;
+    let sink = tx.copy_in(&stmt).await.map_err(|e| map_pg(what, e))?;
+    Ok(BinaryCopyInWriter::new(sink, types))
+}
+
+async fn insert_children(
+    tx: &deadpool_postgres::Transaction<'_>,
+    orders: &[&AcceptedOrder],
+) -> Result<(), RepositoryError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let w = copy_writer(tx, COPY_DELIVERIES, &DELIVERY_TYPES, "copying deliveries").await?;
+    pin_mut!(w);
+    for a in orders {
+        let (o, d) = (&a.order, &a.order.delivery);
+        w.as_mut()
+            .write(&[
+                &o.order_uid,
+                &d.name,
+                &d.phone,
+                &d.zip,
+                &d.city,
+                &d.address,
+                &d.region,
+                &d.email,
+            ])
+            .await
+            .map_err(|e| map_pg("copying deliveries", e))?;
+    }
+    w.finish()
+        .await
+        .map_err(|e| map_pg("copying deliveries", e))?;
+
+    let w = copy_writer(tx, COPY_PAYMENTS, &PAYMENT_TYPES, "copying payments").await?;
+    pin_mut!(w);
+    for a in orders {
+        let (o, p) = (&a.order, &a.order.payment);
+        w.as_mut()
+            .write(&[
+                &o.order_uid,
+                &p.transaction,
+                &p.request_id,
+                &p.currency,
+                &p.provider,
+                &p.amount,
+                &p.payment_dt,
+                &p.bank,
+                &p.delivery_cost,
+                &p.goods_total,
+                &p.custom_fee,
+            ])
+            .await
+            .map_err(|e| map_pg("copying payments", e))?;
+    }
+    w.finish()
+        .await
+        .map_err(|e| map_pg("copying payments", e))?;
+
+    let w = copy_writer(tx, COPY_ITEMS, &ITEM_TYPES, "copying items").await?;
+    pin_mut!(w);
+    for a in orders {
+        let o = &a.order;
+        for (i, it) in o.items.iter().enumerate() {
+            // The index in the message; MAX_ITEMS keeps it far inside i32.
+            let position = i as i32;
+            w.as_mut()
+                .write(&[
+                    &o.order_uid,
+                    &position,
+                    &it.chrt_id,
+                    &it.track_number,
+                    &it.price,
+                    &it.rid,
+                    &it.name,
+                    &it.sale,
+                    &it.size,
+                    &it.total_price,
+                    &it.nm_id,
+                    &it.brand,
+                    &it.status,
+                ])
+                .await
+                .map_err(|e| map_pg("copying items", e))?;
+        }
+    }
+    w.finish().await.map_err(|e| map_pg("copying items", e))?;
+    Ok(())
+}
+
+pub(super) async fn store_batch(
+    client: &mut Object,
+    batch: &StoreBatch,
+) -> Result<StoreOutcome, RepositoryError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| map_pg("starting a transaction", e))?;
+
+    if !batch.offsets.is_empty() {
+        let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
+        let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
+        let expected: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.expected).collect();
+        let mark_offset: Vec<Option<i64>> = batch
+            .offsets
+            .iter()
+            .map(|o| o.mark.map(|m| m.offset))
+            .collect();
+        let mark_digest: Vec<Option<i64>> = batch
+            .offsets
+            .iter()
+            .map(|o| o.mark.map(|m| m.digest))
+            .collect();
+        let stmt = tx
+            .prepare_cached(ADVANCE_OFFSETS)
+            .await
+            .map_err(|e| map_pg("preparing offsets", e))?;
+        let moved: i64 = tx
+            .query_one(
+                &stmt,
+                &[
+                    &batch.topic,
+                    &parts,
+                    &next,
+                    &expected,
+                    &mark_offset,
+                    &mark_digest,
+                ],
+            )
+            .await
+            .map_err(|e| map_pg("storing consumer offsets", e))?
+            .get(0);
+        if moved != batch.offsets.len() as i64 {
+            // Dropping `tx` rolls it back: nothing of the batch is kept.
+            let stale = batch.offsets[0];
+            return Err(RepositoryError::Fenced {
+                topic: batch.topic.clone(),
+                partition: stale.partition,
+                expected: stale.expected,
+            });
+        }
+    }
+
+    if !batch.superseded_rejections.is_empty() {
+        tx.execute(
+            "DELETE FROM rejected_messages WHERE id = ANY($1)",
+            &[&batch.superseded_rejections],
+        )
+        .await
+        .map_err(|e| map_pg("deleting replayed rejections", e))?;
+    }
+
+    // Sorted by uid so that concurrent partition transactions take row locks in one order
+    // (no deadlocks between them).
+    let mut sorted: Vec<&AcceptedOrder> = batch.orders.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.order.order_uid.cmp(&b.order.order_uid));
+    let mut outcome = StoreOutcome::default();
+    let mut duplicates: Vec<&AcceptedOrder> = Vec::new();
+    if !sorted.is_empty() {
+        let c = OrderColumns::new(&sorted);
+        let stmt = tx
+            .prepare_cached(INSERT_ORDERS)
+            .await
+            .map_err(|e| map_pg("preparing orders", e))?;
+        let p: Params<'_> = vec![
+            &c.uid,
+            &c.track,
+            &c.entry,
+            &c.locale,
+            &c.sig,
+            &c.customer,
+            &c.dservice,
+            &c.shardkey,
+            &c.sm_id,
+            &c.created,
+            &c.oof,
+            &batch.topic,
+            &c.partition,
+            &c.offset,
+        ];
+        let rows = tx
+            .query(&stmt, &p)
+            .await
+            .map_err(|e| map_pg("inserting orders", e))?;
+        let inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let (new, dup): (Vec<&AcceptedOrder>, Vec<&AcceptedOrder>) = sorted
+            .into_iter()
+            .partition(|a| inserted.contains(&a.order.order_uid));
+        insert_children(&tx, &new).await?;
+        outcome.stored = new.iter().map(|a| a.order.order_uid.clone()).collect();
+        outcome.duplicates = dup
+            .iter()
+            .map(|a| (a.order.order_uid.clone(), a.position.clone()))
+            .collect();
+        duplicates = dup;
+    }
+
+    let n = batch.rejections.len() + duplicates.len();
+    if n > 0 {
+        let mut partitions = Vec::with_capacity(n);
+        let mut offsets = Vec::with_capacity(n);
+        let mut reasons = Vec::with_capacity(n);
+        let mut details = Vec::with_capacity(n);
+        let mut payloads: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+        let mut sizes: Vec<Option<i64>> = Vec::with_capacity(n);
+        let mut digests: Vec<Option<&str>> = Vec::with_capacity(n);
+        for r in &batch.rejections {
+            partitions.push(r.position.partition);
+            offsets.push(r.position.offset);
+            reasons.push(r.reason.as_str());
+            details.push(r.detail.clone());
+            payloads.push(r.payload.as_deref());
+            sizes.push(r.truncated.as_ref().map(|t| t.size));
+            digests.push(r.truncated.as_ref().map(|t| t.sha256.as_str()));
+        }
+        for a in &duplicates {
+            partitions.push(a.position.partition);
+            offsets.push(a.position.offset);
+            reasons.push(RejectReason::Duplicate.as_str());
+            details.push(format!(
+                "order_uid {:?} is already stored",
+                a.order.order_uid
+            ));
+            payloads.push(Some(&a.payload));
+            sizes.push(None);
+            digests.push(None);
+        }
+        let stmt = tx
+            .prepare_cached(INSERT_REJECTED)
+            .await
+            .map_err(|e| map_pg("preparing rejections", e))?;
+        tx.execute(
+            &stmt,
+            &[
+                &batch.topic,
+                &partitions,
+                &offsets,
+                &reasons,
+                &details,
+                &payloads,
+                &sizes,
+                &digests,
+            ],
+        )
+        .await
+        .map_err(|e| map_pg("inserting rejected messages", e))?;
+    }
+
+    tx.commit()
+        .await
+        .map_err(|e| map_pg("committing a batch", e))?;
+    Ok(outcome)
+}
