@@ -29,6 +29,33 @@ fn excerpt(r: &RejectedMessage) -> String {
     }
 }
 
+/// Where each partition of the topic stands: stored next offset, high watermark, lag.
+pub async fn partitions(settings: &Settings) -> anyhow::Result<()> {
+    use orders_domain::OrderSource;
+    let repo = connect_database(settings).await?;
+    let kafka = settings.kafka();
+    let source = orders_kafka::KafkaSource::connect(kafka.clone()).await?;
+    let partitions = source.partitions().await?;
+    let stored = repo.stored_offsets(&kafka.topic).await?;
+    println!(
+        "{:>9}  {:>14}  {:>14}  {:>10}",
+        "partition", "stored offset", "high watermark", "lag"
+    );
+    for p in partitions {
+        let offset = stored.get(&p).copied();
+        let high = source.high_watermark(p).await;
+        let show = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let lag = high.map(|h| h - offset.unwrap_or(0));
+        println!(
+            "{p:>9}  {:>14}  {:>14}  {:>10}",
+            show(offset),
+            show(high),
+            show(lag)
+        );
+    }
+    Ok(())
+}
+
 pub async fn rejected(settings: &Settings, cmd: RejectedCommand) -> anyhow::Result<()> {
     let repo = Arc::new(connect_database(settings).await?);
     match cmd {

@@ -29,6 +29,8 @@ pub enum Command {
     /// Inspect and replay rejected messages.
     #[command(subcommand)]
     Rejected(RejectedCommand),
+    /// Per partition of KAFKA_TOPIC: the stored next offset, the high watermark and the lag.
+    Partitions,
 }
 
 #[derive(Debug, Subcommand)]

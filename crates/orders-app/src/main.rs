@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             }
             Command::Migrate => cli::migrate(&args.settings).await,
             Command::Rejected(cmd) => cli::rejected(&args.settings, cmd).await,
+            Command::Partitions => cli::partitions(&args.settings).await,
         }
     });
     match result {

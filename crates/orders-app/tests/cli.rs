@@ -235,3 +235,53 @@ async fn rejected_list_escapes_control_characters_and_pages() {
     assert!(!second.contains("orders/0@1 "), "{second}");
     repo.close();
 }
+
+/// `orders partitions` prints where each partition stands, against the real broker.
+#[tokio::test]
+async fn partitions_shows_stored_offset_high_watermark_and_lag() {
+    let topic = format!(
+        "test-partitions-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let settings = common::test_settings(Some(&topic)).await;
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+        .await
+        .unwrap();
+    let producer = orders_kafka::OrderProducer::connect(&orders_kafka::KafkaConfig {
+        create_topic_partitions: Some(3),
+        ..settings.kafka()
+    })
+    .await
+    .unwrap();
+    let value = || Some(b"{}".to_vec());
+    producer.send_to(0, vec![value(); 5]).await.unwrap();
+    producer.send_to(1, vec![value(); 2]).await.unwrap();
+    repo.store_batch(&StoreBatch {
+        topic: topic.clone(),
+        offsets: vec![orders_domain::PartitionOffset {
+            partition: 0,
+            next_offset: 3,
+            expected: None,
+            mark: None,
+        }],
+        ..StoreBatch::default()
+    })
+    .await
+    .unwrap();
+    let out = stdout(&orders(&settings, &["--kafka-topic", &topic, "partitions"]));
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["0", "3", "5", "2"],
+            vec!["1", "-", "2", "2"],
+            vec!["2", "-", "0", "0"]
+        ],
+        "{out}"
+    );
+    repo.close();
+}

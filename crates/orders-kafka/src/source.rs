@@ -200,8 +200,9 @@ impl KafkaSource {
         result
     }
 
-    /// The high watermark read on its own, for the lag of a partition whose fetches fail.
-    async fn high_watermark(&self, partition: i32) -> Option<i64> {
+    /// The high watermark read on its own (for the lag of a partition whose fetches fail, and
+    /// for operators); `None` when the broker does not answer.
+    pub async fn high_watermark(&self, partition: i32) -> Option<i64> {
         self.on_partition(
             partition,
             -1,
