@@ -174,21 +174,8 @@ async fn recent_orders_health_ready_metrics() {
 async fn database_outage_gives_503_and_readyz_says_why() {
     let app = spawn_app().await;
     app.wait_ready().await;
-    let admin_cfg = orders_postgres::testing::config_from_env();
-    let admin = orders_postgres::testing::sql_client(&admin_cfg).await;
-    let db = app.settings.db_name.clone();
-    // Close the database to new connections and cut the existing ones: an outage for this app.
-    admin
-        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            &[&db],
-        )
-        .await
-        .unwrap();
+    // Closed to new connections, the existing ones cut: an outage for this app.
+    let outage = orders_postgres::testing::database_outage(&app.settings.db_name).await;
     let r = app.get("/order/not-cached").await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unavailable");
@@ -224,10 +211,7 @@ async fn database_outage_gives_503_and_readyz_says_why() {
         "alive even when not ready"
     );
     // Back: ready again and serving, without a restart.
-    admin
-        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    outage.end().await;
     app.wait_ready().await;
     assert_eq!(app.get("/order/not-cached").await.status(), 404);
     app.stop().await;

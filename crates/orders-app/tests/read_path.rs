@@ -394,20 +394,7 @@ async fn readyz_results_are_cached_for_a_second() {
         assert!(Instant::now() < deadline, "never fresh: {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let admin =
-        orders_postgres::testing::sql_client(&orders_postgres::testing::config_from_env()).await;
-    let db = app.settings.db_name.clone();
-    admin
-        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            &[&db],
-        )
-        .await
-        .unwrap();
+    let outage = orders_postgres::testing::database_outage(&app.settings.db_name).await;
     let r = app.get("/readyz").await;
     let cached_for = fresh_at.elapsed();
     if cached_for < Duration::from_millis(900) {
@@ -427,10 +414,7 @@ async fn readyz_results_are_cached_for_a_second() {
         fresh_at.elapsed() >= Duration::from_millis(1000),
         "a result younger than a second was replaced"
     );
-    admin
-        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    outage.end().await;
     app.wait_ready().await;
     app.stop().await;
 }

@@ -93,17 +93,7 @@ async fn an_undecodable_batch_is_recorded_once_and_passed() {
     wait_offsets(&db, &topic, &BTreeMap::from([(0, 3)]), 10).await;
     consumer.stop().await;
 
-    let row = db
-        .sql
-        .query_one(
-            "SELECT partition, \"offset\", reason, detail, payload IS NULL FROM rejected_messages",
-            &[],
-        )
-        .await
-        .unwrap();
-    let (partition, offset, reason, detail, no_payload): (i32, i64, String, String, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    println!("recorded: {partition}@{offset} {reason}: {detail}");
+    let (partition, offset, reason, detail, no_payload) = only_rejection(&db).await;
     assert_eq!((partition, offset, reason.as_str()), (0, 1, "undecodable"));
     assert!(detail.starts_with("offsets 1..=1 (1 record"), "{detail}");
     assert!(
@@ -135,17 +125,7 @@ async fn a_corrupt_compressed_batch_is_recorded_once_and_passed() {
     let consumer = start_consumer(&db.config, &noida.addr, &topic).await;
     wait_offsets(&db, &topic, &BTreeMap::from([(0, 5)]), 30).await;
     consumer.stop().await;
-    let row = db
-        .sql
-        .query_one(
-            "SELECT partition, \"offset\", reason, detail, payload IS NULL FROM rejected_messages",
-            &[],
-        )
-        .await
-        .unwrap();
-    let (partition, offset, reason, detail, no_payload): (i32, i64, String, String, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    println!("recorded: {partition}@{offset} {reason}: {detail}");
+    let (partition, offset, reason, detail, no_payload) = only_rejection(&db).await;
     assert_eq!((partition, offset, reason.as_str()), (0, 1, "undecodable"));
     assert!(
         detail.starts_with("offsets 1..=3 (3 records): "),
@@ -307,4 +287,19 @@ async fn lag_keeps_rising_while_fetches_fail() {
     }
     assert_eq!(db.count(ORDERS).await, 0, "nothing was fetched");
     consumer.abort().await;
+}
+
+/// The one rejected row: partition, offset, reason, detail, and whether it has no payload.
+async fn only_rejection(db: &Db) -> (i32, i64, String, String, bool) {
+    let row = db
+        .sql
+        .query_one(
+            "SELECT partition, \"offset\", reason, detail, payload IS NULL FROM rejected_messages",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    println!("recorded: {}@{} {}: {}", got.0, got.1, got.2, got.3);
+    got
 }

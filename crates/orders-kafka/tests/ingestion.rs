@@ -244,28 +244,13 @@ async fn broker_restart_and_database_outage_during_ingestion() {
 
     // Then the database: closed to connections, existing ones cut, while ingestion runs.
     let before = wait_progress(&db, at_kill).await;
-    let admin = sql_client(&orders_postgres::testing::config_from_env()).await;
-    let name = &db.config.dbname;
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            &[name],
-        )
-        .await
-        .unwrap();
+    let outage = orders_postgres::testing::database_outage(&db.config.dbname).await;
     assert!(
         before < N as i64,
         "database outage starts mid-ingestion ({before} of {N})"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    outage.end().await;
     let db = Db {
         sql: sql_client(&db.config).await,
         config: db.config.clone(),

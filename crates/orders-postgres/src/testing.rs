@@ -71,3 +71,49 @@ pub async fn sql_client(config: &PgConfig) -> tokio_postgres::Client {
     });
     client
 }
+
+/// A database outage for whoever uses `dbname`: closed to new connections and its existing
+/// connections cut. Ends when the returned guard's [`Outage::end`] is called.
+///
+/// # Panics
+/// When PostgreSQL refuses the admin commands.
+pub async fn database_outage(dbname: &str) -> Outage {
+    let admin = sql_client(&config_from_env()).await;
+    admin
+        .batch_execute(&format!("ALTER DATABASE {dbname} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot close {dbname}: {e}"));
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&dbname],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot cut connections to {dbname}: {e}"));
+    Outage {
+        admin,
+        dbname: dbname.to_owned(),
+    }
+}
+
+/// An outage started by [`database_outage`].
+#[derive(Debug)]
+pub struct Outage {
+    admin: tokio_postgres::Client,
+    dbname: String,
+}
+
+impl Outage {
+    /// Opens the database to connections again.
+    ///
+    /// # Panics
+    /// When PostgreSQL refuses the admin command.
+    pub async fn end(self) {
+        let name = &self.dbname;
+        self.admin
+            .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot reopen {name}: {e}"));
+    }
+}
