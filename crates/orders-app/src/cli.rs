@@ -37,17 +37,32 @@ pub async fn partitions(settings: &Settings) -> anyhow::Result<()> {
     let source = orders_kafka::KafkaSource::connect(kafka.clone()).await?;
     let partitions = source.partitions().await?;
     let stored = repo.stored_offsets(&kafka.topic).await?;
+    let owners = repo.partition_owners(&kafka.topic).await?;
     println!(
-        "{:>9}  {:>14}  {:>14}  {:>10}",
-        "partition", "stored offset", "high watermark", "lag"
+        "{:>9}  {:<32}  {:<24}  {:>14}  {:>14}  {:>10}",
+        "partition", "owner", "lease expires", "stored offset", "high watermark", "lag"
     );
     for p in partitions {
         let offset = stored.get(&p).copied();
         let high = source.high_watermark(p).await;
         let show = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         let lag = high.map(|h| h - offset.unwrap_or(0));
+        let (owner, expires) = match owners.get(&p) {
+            Some(o) => match &o.owner {
+                Some(name) => (
+                    escape_control(name).to_string(),
+                    match o.expires_at {
+                        Some(t) if o.alive => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                        Some(_) => "lapsed".to_owned(),
+                        None => "left".to_owned(),
+                    },
+                ),
+                None => ("-".to_owned(), "-".to_owned()),
+            },
+            None => ("-".to_owned(), "-".to_owned()),
+        };
         println!(
-            "{p:>9}  {:>14}  {:>14}  {:>10}",
+            "{p:>9}  {owner:<32}  {expires:<24}  {:>14}  {:>14}  {:>10}",
             show(offset),
             show(high),
             show(lag)

@@ -132,6 +132,11 @@ pub struct Settings {
     /// Consume the topic (turn off to serve reads only).
     #[arg(long, env = "CONSUME", default_value_t = true, action = clap::ArgAction::Set)]
     pub consume: bool,
+    /// Replicas share the topic's partitions through leases in PostgreSQL: seconds a replica
+    /// keeps its partitions after its last heartbeat (one every fifth of it). A replica that
+    /// dies without stopping (kill -9, host lost) has its partitions taken over after this.
+    #[arg(long, env = "LEASE_TTL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_ttl_secs: u64,
 
     /// Address to listen on.
     #[arg(long, env = "HTTP_HOST", default_value = "0.0.0.0")]
@@ -158,6 +163,11 @@ pub struct Settings {
     /// Most bytes of order JSON in the cache (default: 1/8 of the memory limit, at most 1 GiB).
     #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = default_cache_max_bytes(), value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_max_bytes: u64,
+
+    /// Cache the orders other replicas store, as they commit (PostgreSQL LISTEN/NOTIFY), so that
+    /// their first read here is a hit too.
+    #[arg(long, env = "CACHE_SYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache_sync: bool,
 
     /// Seconds that shutdown may take (in-flight requests, the current batch) before exiting anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use orders_cache::DashCache;
 use orders_domain::{IngestService, OrderCache, OrderRepository, OrderSource, QueryService};
 use orders_http::{Check, HttpConfig, HttpMetrics, HttpState, Readiness};
-use orders_kafka::{Consumer, ConsumerConfig, ConsumerMetrics, KafkaSource};
-use orders_postgres::PgRepository;
+use orders_kafka::{Assignment, Consumer, ConsumerConfig, ConsumerMetrics, KafkaSource};
+use orders_postgres::{CommitListener, PgLeases, PgRepository};
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
@@ -32,6 +32,9 @@ pub struct Application {
     ingest: IngestService,
     source: Arc<OnceCell<Arc<KafkaSource>>>,
     consumer_metrics: ConsumerMetrics,
+    /// This replica's id among the topic's consumers (partition leases, cache sync).
+    member_id: String,
+    assignment: Assignment,
     settings: Settings,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -62,6 +65,7 @@ struct AppReadiness {
     cache: Arc<DashCache>,
     source: Arc<OnceCell<Arc<KafkaSource>>>,
     consume: bool,
+    assignment: Assignment,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -90,6 +94,24 @@ impl Readiness for AppReadiness {
             });
         }
         checks
+    }
+
+    fn consumer(&self) -> Option<serde_json::Value> {
+        if !self.consume {
+            return None;
+        }
+        let partitions: Vec<serde_json::Value> = self
+            .assignment
+            .owned()
+            .into_iter()
+            .map(|(partition, epoch)| serde_json::json!({"partition": partition, "lease_epoch": epoch}))
+            .collect();
+        Some(serde_json::json!({
+            "member_id": self.assignment.member_id(),
+            "members": self.assignment.members(),
+            "partitions_owned": partitions.len(),
+            "partitions": partitions,
+        }))
     }
 }
 
@@ -184,7 +206,13 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgRepositor
 impl Application {
     /// Connects to the database, applies migrations, binds the HTTP listener. Nothing runs yet.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let member_id = orders_postgres::member_id();
         let repo = connect_database(&settings).await?;
+        let repo = if settings.cache_sync {
+            repo.announce_commits(&member_id)
+        } else {
+            repo
+        };
         // Same database, already migrated and reachable: connections are made on first use.
         let read_repo = PgRepository::connect_lazy(&settings.postgres_read())
             .context("building the read pool")?;
@@ -212,11 +240,13 @@ impl Application {
             .context("registering pool metrics")?;
 
         let source = Arc::new(OnceCell::new());
+        let assignment = Assignment::default();
         let readiness = Arc::new(AppReadiness {
             repo: read_repo.clone(),
             cache: cache.clone(),
             source: source.clone(),
             consume: settings.consume,
+            assignment: assignment.clone(),
         });
         let state = HttpState::new(query.clone(), readiness, registry, http_metrics);
         let addr = format!("{}:{}", settings.http_host, settings.http_port);
@@ -244,9 +274,16 @@ impl Application {
             ingest,
             source,
             consumer_metrics,
+            member_id,
+            assignment,
             settings,
             shutdown_tx,
         })
+    }
+
+    /// This replica's member id (the owner shown by `orders partitions`).
+    pub fn member_id(&self) -> &str {
+        &self.member_id
     }
 
     pub fn port(&self) -> u16 {
@@ -268,6 +305,8 @@ impl Application {
             ingest,
             source,
             consumer_metrics,
+            member_id,
+            assignment,
             settings,
             shutdown_tx,
             ..
@@ -276,11 +315,23 @@ impl Application {
         let server_task = tokio::spawn(server);
         tracing::info!(port = self.port, "listening");
 
+        let sync_task = settings.cache_sync.then(|| {
+            spawn_cache_sync(
+                query.clone(),
+                CommitListener::new(settings.postgres(), &member_id),
+                shutdown_tx.subscribe(),
+            )
+        });
+        let leases = PgLeases::new(repo.clone(), member_id);
         let consumer_task = spawn_background(
             query,
             ingest,
             source,
-            consumer_metrics,
+            Background {
+                metrics: consumer_metrics,
+                leases: Arc::new(leases),
+                assignment,
+            },
             &settings,
             shutdown_tx.subscribe(),
         );
@@ -298,6 +349,10 @@ impl Application {
             // Stop accepting; in-flight requests finish. The consumer finishes its batch.
             tokio::join!(server_handle.stop(true), async {
                 let _ = consumer_task.await;
+            }, async {
+                if let Some(t) = sync_task {
+                    let _ = t.await;
+                }
             });
             let _ = server_task.await;
         };
@@ -314,15 +369,42 @@ impl Application {
     }
 }
 
+/// Caches the orders other replicas commit, as their announcements arrive.
+fn spawn_cache_sync(
+    query: QueryService,
+    listener: CommitListener,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(64);
+    tokio::spawn(listener.run(tx, shutdown));
+    tokio::spawn(async move {
+        // Ends when the listener stops (shutdown) and drops its sender.
+        while let Some(uids) = rx.recv().await {
+            match query.cache_committed(&uids).await {
+                Ok(n) => tracing::debug!(announced = uids.len(), cached = n, "cached orders another replica stored"),
+                Err(e) => tracing::warn!(error = %e, "cannot cache orders another replica stored; they are read through on their first request"),
+            }
+        }
+    })
+}
+
+/// What the consumer runs with besides the use cases.
+struct Background {
+    metrics: ConsumerMetrics,
+    leases: Arc<PgLeases>,
+    assignment: Assignment,
+}
+
 /// Warm-up, then (if enabled) connecting to Kafka and consuming, all stoppable by `shutdown`.
 fn spawn_background(
     query: QueryService,
     ingest: IngestService,
     source_cell: Arc<OnceCell<Arc<KafkaSource>>>,
-    metrics: ConsumerMetrics,
+    background: Background,
     settings: &Settings,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let lease_ttl = Duration::from_secs(settings.lease_ttl_secs);
     let kafka = settings.kafka();
     let consume = settings.consume;
     tokio::spawn(async move {
@@ -369,8 +451,14 @@ fn spawn_background(
         };
         let _ = source_cell.set(source.clone());
         let dyn_source: Arc<dyn OrderSource> = source;
-        Consumer::new(dyn_source, ingest, ConsumerConfig::default())
-            .with_metrics(metrics)
+        let config = ConsumerConfig {
+            lease_ttl,
+            ..ConsumerConfig::default()
+        };
+        Consumer::new(dyn_source, ingest, config)
+            .with_metrics(background.metrics)
+            .reporting_to(background.assignment)
+            .with_leases(background.leases)
             .run(shutdown)
             .await;
     })

@@ -130,6 +130,7 @@ async fn page_shows_orders_messages_and_never_runs_injected_html() {
             next_offset: 2,
             expected: None,
             mark: None,
+            lease_epoch: None,
         }],
         ..Default::default()
     };

@@ -263,6 +263,7 @@ async fn partitions_shows_stored_offset_high_watermark_and_lag() {
             next_offset: 3,
             expected: None,
             mark: None,
+            lease_epoch: None,
         }],
         ..StoreBatch::default()
     })

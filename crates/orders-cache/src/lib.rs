@@ -89,6 +89,10 @@ impl OrderCache for DashCache {
         hit
     }
 
+    fn contains(&self, order_uid: &str) -> bool {
+        self.map.contains_key(order_uid)
+    }
+
     fn insert(&self, order_uid: &str, json: Bytes) {
         let len = json.len();
         // Never cached: it would evict everything and still not fit.

@@ -26,6 +26,15 @@ pub enum RepositoryError {
         partition: i32,
         expected: Option<i64>,
     },
+    /// The writer's lease on the partition is no longer the current one: the partition was
+    /// given to another member (this one was paused or cut off past its lease). Nothing of
+    /// the batch was kept; stop consuming the partition.
+    #[error("lease on {topic}/{partition} (epoch {epoch}) is no longer held; batch dropped")]
+    LeaseLost {
+        topic: String,
+        partition: i32,
+        epoch: i64,
+    },
     /// The data broke a storage constraint; retrying the same data will fail again.
     #[error("storage constraint violated: {0}")]
     Constraint(String),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::RepositoryError;
 use crate::ports::{
-    AcceptedOrder, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
+    AcceptedOrder, Fence, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
     RecordMark, RejectedFilter, Rejection, StoreBatch,
 };
 use crate::validation::{DEFAULT_MAX_MESSAGE_BYTES, RejectReason, decode_order};
@@ -91,7 +91,8 @@ impl IngestService {
     /// Decodes and validates a fetched batch into what must be stored, moving the partition's
     /// offset from `committed` (the stored next offset this caller read; `None` when none is
     /// stored) to the batch's next offset. Pure: no I/O.
-    pub fn prepare(&self, topic: &str, batch: FetchedBatch, committed: Option<i64>) -> StoreBatch {
+    pub fn prepare(&self, topic: &str, batch: FetchedBatch, fence: impl Into<Fence>) -> StoreBatch {
+        let fence = fence.into();
         let mark = batch.records.last().map(RecordMark::of);
         let mut orders = Vec::with_capacity(batch.records.len());
         let mut rejections = Vec::new();
@@ -133,8 +134,9 @@ impl IngestService {
             offsets: vec![PartitionOffset {
                 partition: batch.partition,
                 next_offset: batch.next_offset,
-                expected: committed,
+                expected: fence.expected,
                 mark,
+                lease_epoch: fence.lease_epoch,
             }],
             superseded_rejections: Vec::new(),
         }

@@ -19,9 +19,9 @@ pub use error::{QueryError, RepositoryError, SourceError};
 pub use ingest::{IngestReport, IngestService, ReplayReport};
 pub use model::{Delivery, Item, Order, OrderSummary, Payment};
 pub use ports::{
-    AcceptedOrder, CacheStats, FetchedBatch, OrderCache, OrderRepository, OrderSource,
-    PAYLOAD_EXCERPT_BYTES, PartitionOffset, PayloadDigest, Position, RawMessage, RecordMark,
-    RejectedFilter, RejectedMessage, Rejection, StartOffset, StoreBatch, StoreOutcome, StoreSeq,
+    AcceptedOrder, CacheStats, Fence, FetchedBatch, Membership, OrderCache, OrderRepository,
+    OrderSource, PAYLOAD_EXCERPT_BYTES, PartitionLease, PartitionLeases, PartitionOffset, PayloadDigest, Position, RawMessage, RecordMark,
+    RejectedFilter, RejectedMessage, Rejection, StartOffset, StoreBatch, StoreOutcome, StoreSeq, fair_share,
 };
 pub use query::{MissStats, QueryService};
 pub use validation::{

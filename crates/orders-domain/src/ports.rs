@@ -104,6 +104,28 @@ pub struct PartitionOffset {
     /// The last record handled, to recognise the log on the next start; `None` keeps the
     /// stored one.
     pub mark: Option<RecordMark>,
+    /// The epoch of the partition's lease this writer holds (see [`PartitionLeases`]). When
+    /// set, the batch commits only while that lease is still the partition's current one,
+    /// and a new grant of the lease waits for the commit; `None`: no lease is checked.
+    pub lease_epoch: Option<i64>,
+}
+
+/// What a batch's offset must still match for the batch to commit: the stored next offset
+/// its writer read, and the lease epoch it holds (if it consumes under a lease).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fence {
+    pub expected: Option<i64>,
+    pub lease_epoch: Option<i64>,
+}
+
+impl From<Option<i64>> for Fence {
+    /// A fence on the stored offset only.
+    fn from(expected: Option<i64>) -> Self {
+        Self {
+            expected,
+            lease_epoch: None,
+        }
+    }
 }
 
 /// A record's offset and a digest of its value, stored with the partition's offset. After a
@@ -207,6 +229,10 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
     ///   only if the stored one is still `expected` (none stored when `None`); otherwise the
     ///   whole batch MUST fail with [`RepositoryError::Fenced`] and keep nothing. Two
     ///   concurrent batches with the same `expected` commit at most one.
+    /// - An offset with a `lease_epoch` MUST commit only while that epoch is the partition's
+    ///   current lease epoch ([`PartitionLeases`]), else the whole batch MUST fail with
+    ///   [`RepositoryError::LeaseLost`] and keep nothing; a grant of that lease to another
+    ///   member MUST NOT take effect while such a batch is committing.
     /// - An order breaking a storage constraint (negative money, `sale` over 100) MUST fail the
     ///   whole batch with [`RepositoryError::Constraint`].
     /// - Transient failures (connection lost, pool exhausted, deadlock) MUST be reported as
@@ -297,6 +323,8 @@ impl Default for CacheStats {
 /// at all; only committed orders are inserted (the use cases guarantee that).
 pub trait OrderCache: Send + Sync + std::fmt::Debug {
     fn get(&self, order_uid: &str) -> Option<Bytes>;
+    /// Whether `order_uid` is cached, without counting a hit or a miss.
+    fn contains(&self, order_uid: &str) -> bool;
     fn insert(&self, order_uid: &str, json: Bytes);
     fn stats(&self) -> CacheStats;
     fn capacity(&self) -> usize;
@@ -371,4 +399,60 @@ pub trait OrderSource: Send + Sync + std::fmt::Debug {
     ) -> Result<StartOffset, SourceError>;
     /// The next batch at `offset`; waits up to the adapter's max wait when there is nothing.
     async fn fetch(&self, partition: i32, offset: i64) -> Result<FetchedBatch, SourceError>;
+}
+
+/// A lease on one partition, held by one member at a time. `epoch` grows with every grant and
+/// release: a writer's epoch is current only while its lease is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PartitionLease {
+    pub partition: i32,
+    pub epoch: i64,
+}
+
+/// One heartbeat's view of a topic's consumers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// Ids of the live members (this one included), sorted.
+    pub members: Vec<String>,
+    /// The leases this member holds now.
+    pub held: Vec<PartitionLease>,
+}
+
+/// Partition assignment among the replicas consuming one topic: members that heartbeat, and
+/// one lease per partition. A member is alive until `ttl` after its last heartbeat (measured
+/// on the store's clock); the leases of a member that is not alive are free to claim.
+///
+/// Contract: at most one member holds a partition's lease at a time; every grant and release
+/// changes its epoch; `claim` takes only free leases (unowned, or owned by a member that is
+/// not alive) and never one whose commit is in flight.
+#[async_trait]
+pub trait PartitionLeases: Send + Sync + std::fmt::Debug {
+    /// This member's id (unique among the topic's members).
+    fn member_id(&self) -> &str;
+    /// Marks this member alive for `ttl` from now, records the topic's `partitions`, and
+    /// returns the live members and this member's leases.
+    async fn heartbeat(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        ttl: Duration,
+    ) -> Result<Membership, RepositoryError>;
+    /// Claims up to `n` free leases of `topic` (lowest partitions first); returns the new ones.
+    async fn claim(&self, topic: &str, n: usize) -> Result<Vec<PartitionLease>, RepositoryError>;
+    /// Gives a lease up (its partition's loop has stopped). A lease no longer held is ignored.
+    async fn release(&self, topic: &str, lease: PartitionLease) -> Result<(), RepositoryError>;
+    /// Releases every lease of this member and leaves the topic's members.
+    async fn leave(&self, topic: &str) -> Result<(), RepositoryError>;
+}
+
+/// How many of `partitions` the member `me` should hold among the live `members` (sorted):
+/// each holds the floor or the ceiling of `partitions / members`, the first ones in sorted
+/// order the ceiling. Every member computes the same split from the same membership. A
+/// member that is not in the list (not registered yet) gets none.
+pub fn fair_share(members: &[String], me: &str, partitions: usize) -> usize {
+    let Some(i) = members.iter().position(|m| m == me) else {
+        return 0;
+    };
+    let n = members.len();
+    partitions / n + usize::from(i < partitions % n)
 }

@@ -28,6 +28,9 @@ pub const DEFAULT_MAX_CONCURRENT_MISSES: usize = 64;
 /// Most summaries one call returns.
 pub const MAX_RECENT: usize = 500;
 
+/// Repository reads at once when caching orders another replica committed.
+const COMMITTED_READS: usize = 4;
+
 /// Orders read per repository call during warm-up.
 pub const WARM_PAGE: usize = 1_000;
 
@@ -170,6 +173,15 @@ fn copy_error(e: &Arc<RepositoryError>) -> RepositoryError {
             topic: topic.clone(),
             partition: *partition,
             expected: *expected,
+        },
+        RepositoryError::LeaseLost {
+            topic,
+            partition,
+            epoch,
+        } => RepositoryError::LeaseLost {
+            topic: topic.clone(),
+            partition: *partition,
+            epoch: *epoch,
         },
         RepositoryError::Other { context, .. } => RepositoryError::Other {
             context: context.clone(),
@@ -327,6 +339,32 @@ impl QueryService {
 
     pub fn repository(&self) -> &Arc<dyn OrderRepository> {
         &self.repo
+    }
+
+    /// Caches orders committed elsewhere (by another replica), read from the repository, so
+    /// that their first request is a hit here too. Uids already cached are skipped; reads run
+    /// a few at a time, outside the request path's miss bound. Returns how many were cached.
+    pub async fn cache_committed(&self, uids: &[String]) -> Result<usize, RepositoryError> {
+        let missing: Vec<&String> = uids.iter().filter(|u| !self.cache.contains(u)).collect();
+        let mut cached = 0;
+        for chunk in missing.chunks(COMMITTED_READS) {
+            let reads = futures::future::join_all(chunk.iter().map(|uid| {
+                let repo = self.repo.clone();
+                let uid = (*uid).clone();
+                async move { repo.get(&uid).await }
+            }))
+            .await;
+            for read in reads {
+                if let Some(order) = read? {
+                    let json = order
+                        .to_json_bytes()
+                        .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
+                    self.cache.insert(&order.order_uid, json);
+                    cached += 1;
+                }
+            }
+        }
+        Ok(cached)
     }
 
     /// Loads the most recent orders (up to the cache's capacity, and up to its byte bound)
@@ -617,6 +655,9 @@ mod tests {
         impl OrderCache for Bounded {
             fn get(&self, uid: &str) -> Option<Bytes> {
                 self.0.get(uid)
+            }
+            fn contains(&self, uid: &str) -> bool {
+                self.0.contains(uid)
             }
             fn insert(&self, uid: &str, json: Bytes) {
                 self.0.insert(uid, json);

@@ -103,6 +103,13 @@ impl OrderRepository for InMemoryRepository {
             ));
         }
         for o in &batch.offsets {
+            if o.lease_epoch.is_some() {
+                // Leases live with an adapter's partition assignment, which this fake has not.
+                return Err(RepositoryError::other(
+                    "storing a batch",
+                    "the in-memory repository does not check lease epochs",
+                ));
+            }
             let stored = st.offsets.get(&(batch.topic.clone(), o.partition)).copied();
             if stored != o.expected {
                 return Err(RepositoryError::Fenced {
@@ -302,6 +309,12 @@ impl OrderCache for InMemoryCache {
         hit
     }
 
+    fn contains(&self, order_uid: &str) -> bool {
+        self.inner
+            .lock()
+            .is_ok_and(|g| g.0.contains_key(order_uid))
+    }
+
     fn insert(&self, order_uid: &str, json: Bytes) {
         let Ok(mut g) = self.inner.lock() else { return };
         if g.0.insert(order_uid.to_owned(), json).is_none() {
@@ -380,6 +393,7 @@ pub mod conformance {
                 next_offset,
                 expected,
                 mark: None,
+                lease_epoch: None,
             }],
             superseded_rejections: vec![],
         }
@@ -526,6 +540,7 @@ pub mod conformance {
                 offset: 6,
                 digest: -42,
             }),
+            lease_epoch: None,
         });
         b.rejections = vec![
             Rejection {

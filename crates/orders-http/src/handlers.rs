@@ -182,7 +182,10 @@ pub(crate) async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         (true, true) => "ready",
     };
     let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-    let body = serde_json::json!({"status": status, "age_ms": age_ms, "checks": &*checks});
+    let mut body = serde_json::json!({"status": status, "age_ms": age_ms, "checks": &*checks});
+    if let Some(consumer) = state.readiness.consumer() {
+        body["consumer"] = consumer;
+    }
     if ready {
         HttpResponse::Ok().json(body)
     } else {

@@ -38,6 +38,11 @@ pub struct Check {
 #[async_trait]
 pub trait Readiness: Send + Sync + std::fmt::Debug {
     async fn checks(&self) -> Vec<Check>;
+    /// What the consumer works on now (e.g. the partitions this replica owns), shown by
+    /// `/readyz` as `consumer`; computed per request, so it must be cheap.
+    fn consumer(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// How long a `/readyz` result is reused: probes from load balancers and orchestrators (or

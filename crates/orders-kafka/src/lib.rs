@@ -17,7 +17,7 @@ mod producer;
 mod source;
 
 pub use config::KafkaConfig;
-pub use consumer::{Consumer, ConsumerConfig};
+pub use consumer::{Assignment, Consumer, ConsumerConfig};
 pub use error::KafkaError;
 pub use metrics::ConsumerMetrics;
 pub use producer::OrderProducer;

@@ -1,5 +1,5 @@
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// The consumer's Prometheus metrics (`orders_*`).
@@ -14,6 +14,9 @@ pub struct ConsumerMetrics {
     pub errors: IntCounterVec,
     pub fenced: IntCounter,
     pub offset_resets: IntCounterVec,
+    pub partitions_owned: IntGauge,
+    pub rebalances: IntCounter,
+    pub lease_changes: IntCounterVec,
 }
 
 impl ConsumerMetrics {
@@ -58,7 +61,7 @@ impl ConsumerMetrics {
             )?,
             fenced: IntCounter::new(
                 "orders_consumer_fenced_commits_total",
-                "Batches dropped because another writer had moved their partition's offset",
+                "Batches dropped because another writer had moved their partition's offset or taken its lease",
             )?,
             offset_resets: IntCounterVec::new(
                 Opts::new(
@@ -66,6 +69,21 @@ impl ConsumerMetrics {
                     "Partitions restarted at the earliest offset, by reason (retention, recreated)",
                 ),
                 &["reason"],
+            )?,
+            partitions_owned: IntGauge::new(
+                "orders_partitions_owned",
+                "Partitions this replica consumes now (under a lease when replicas share the topic)",
+            )?,
+            rebalances: IntCounter::new(
+                "orders_consumer_rebalances_total",
+                "Heartbeats that changed the set of partitions this replica owns",
+            )?,
+            lease_changes: IntCounterVec::new(
+                Opts::new(
+                    "orders_consumer_lease_changes_total",
+                    "Partition leases claimed, released (to rebalance or on shutdown) and lost (taken over after this replica's lease lapsed)",
+                ),
+                &["change"],
             )?,
         };
         registry.register(Box::new(m.ingested.clone()))?;
@@ -77,6 +95,12 @@ impl ConsumerMetrics {
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.fenced.clone()))?;
         registry.register(Box::new(m.offset_resets.clone()))?;
+        registry.register(Box::new(m.partitions_owned.clone()))?;
+        registry.register(Box::new(m.rebalances.clone()))?;
+        registry.register(Box::new(m.lease_changes.clone()))?;
+        for change in ["claimed", "released", "lost"] {
+            m.lease_changes.with_label_values(&[change]);
+        }
         for reason in ["retention", "recreated"] {
             m.offset_resets.with_label_values(&[reason]);
         }

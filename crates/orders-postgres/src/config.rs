@@ -1,5 +1,9 @@
 use std::time::Duration;
 
+/// Longest a session may sit idle inside a transaction. The repository's transactions never
+/// wait on anything but the server, so only a stalled client gets there.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where and how to connect.
 #[derive(Clone)]
 pub struct PgConfig {
@@ -59,9 +63,13 @@ impl PgConfig {
             .connect_timeout(self.connect_timeout)
             // The server ends a statement that runs (or waits for a lock) too long: 57014,
             // which the repository reports as transient.
+            // And a session left idle inside a transaction (its process paused or hung, e.g. a
+            // replica under SIGSTOP) is ended, so its row locks do not hold up the replica that
+            // takes its partitions over.
             .options(format!(
-                "-c statement_timeout={}",
-                self.statement_timeout.as_millis()
+                "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+                self.statement_timeout.as_millis(),
+                IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
             ))
             // A peer that vanished (host down, cable cut) is noticed on an idle connection
             // within about 20 s, and unacknowledged data gives up after the query timeout.

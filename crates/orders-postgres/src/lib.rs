@@ -5,6 +5,8 @@
 
 mod config;
 mod error;
+mod leases;
+mod listener;
 mod migrate;
 mod repository;
 #[cfg(feature = "testing")]
@@ -12,5 +14,7 @@ pub mod testing;
 
 pub use config::PgConfig;
 pub use error::PgError;
+pub use leases::{PartitionOwner, PgLeases, member_id};
+pub use listener::CommitListener;
 pub use migrate::{MIGRATIONS, migrate};
 pub use repository::PgRepository;

@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "log_identity",
         include_str!("../../../migrations/0003_log_identity.sql"),
     ),
+    (
+        4,
+        "partition_leases",
+        include_str!("../../../migrations/0004_partition_leases.sql"),
+    ),
 ];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`.

@@ -90,6 +90,7 @@ fn batch(n: u64, next_offset: i64) -> StoreBatch {
             next_offset,
             expected: (next_offset > 1).then_some(next_offset - 1),
             mark: None,
+            lease_epoch: None,
         }],
         ..StoreBatch::default()
     }

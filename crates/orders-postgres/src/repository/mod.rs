@@ -8,6 +8,8 @@ mod read;
 mod rejected;
 mod write;
 
+pub(crate) use write::COMMITS_CHANNEL;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -32,6 +34,9 @@ pub struct PgRepository {
     /// Longest wait for one repository call's answers (client side: it also ends a call on a
     /// connection that went silent without closing, which no server-side timeout sees).
     query_timeout: Duration,
+    /// Set: each batch announces its new orders on [`write::COMMITS_CHANNEL`] under this
+    /// origin (so other replicas can cache them).
+    announce: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for PgRepository {
@@ -85,18 +90,29 @@ impl PgRepository {
             pool,
             target,
             query_timeout: config.query_timeout(),
+            announce: None,
         })
     }
 
+    /// Makes every committed batch announce its new orders to [`crate::CommitListener`]s,
+    /// under `origin` (listeners skip their own origin's announcements). The announcement
+    /// is part of the batch transaction: delivered if and only if the batch commits.
+    pub fn announce_commits(mut self, origin: &str) -> Self {
+        self.announce = Some(origin.into());
+        self
+    }
+
+
+
     /// A connection from the pool; waiting for one is bounded by the pool's wait timeout.
-    async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
         self.pool.get().await.map_err(map_pool)
     }
 
     /// The result of a call made on `client` under [`Self::query_timeout`]. A call that timed
     /// out leaves its connection in an unknown state (maybe half-open, maybe mid-transaction),
     /// so it is taken out of the pool and closed, and the caller retries on a fresh one.
-    fn settle<T>(
+    pub(crate) fn settle<T>(
         &self,
         client: deadpool_postgres::Object,
         result: Result<Result<T, RepositoryError>, tokio::time::error::Elapsed>,
@@ -111,6 +127,11 @@ impl PgRepository {
                 source: None,
             })
         })
+    }
+
+    /// Longest wait for one call's answers.
+    pub(crate) fn query_timeout(&self) -> Duration {
+        self.query_timeout
     }
 
     /// Closes the pool: idle connections are dropped, new `get`s fail.
@@ -129,7 +150,7 @@ impl PgRepository {
 impl OrderRepository for PgRepository {
     async fn store_batch(&self, batch: &StoreBatch) -> Result<StoreOutcome, RepositoryError> {
         let mut client = self.client().await?;
-        let result = timeout(self.query_timeout, write::store_batch(&mut client, batch)).await;
+        let result = timeout(self.query_timeout, write::store_batch(&mut client, batch, self.announce.as_deref())).await;
         self.settle(client, result)
     }
 

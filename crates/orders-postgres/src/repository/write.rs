@@ -85,21 +85,55 @@ SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[], $4::text[], $5::text[],
 /// the transaction, so a concurrent writer of the same partition waits here on the row (or
 /// the insert) and is fenced before it writes anything.
 const ADVANCE_OFFSETS: &str = "
-WITH u AS (SELECT * FROM UNNEST($2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
-        AS u(p, next, expected, mark_offset, mark_digest)),
+WITH u AS (SELECT * FROM UNNEST($2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])
+        AS u(p, next, expected, mark_offset, mark_digest, epoch)),
+held AS (
+    SELECT l.partition FROM partition_leases l JOIN u ON l.partition = u.p AND l.epoch = u.epoch
+    WHERE l.topic = $1::text
+    FOR SHARE OF l),
+ok AS (SELECT u.* FROM u WHERE u.epoch IS NULL OR u.p IN (SELECT partition FROM held)),
 inserted AS (
     INSERT INTO consumer_offsets (topic, partition, next_offset, mark_offset, mark_digest)
-    SELECT $1::text, p, next, mark_offset, mark_digest FROM u WHERE expected IS NULL
+    SELECT $1::text, p, next, mark_offset, mark_digest FROM ok WHERE expected IS NULL
     ON CONFLICT (topic, partition) DO NOTHING
     RETURNING 1),
 moved AS (
-    UPDATE consumer_offsets c SET next_offset = u.next, updated_at = now(),
-        mark_offset = coalesce(u.mark_offset, c.mark_offset),
-        mark_digest = coalesce(u.mark_digest, c.mark_digest)
-    FROM u
-    WHERE c.topic = $1::text AND c.partition = u.p AND c.next_offset = u.expected
+    UPDATE consumer_offsets c SET next_offset = ok.next, updated_at = now(),
+        mark_offset = coalesce(ok.mark_offset, c.mark_offset),
+        mark_digest = coalesce(ok.mark_digest, c.mark_digest)
+    FROM ok
+    WHERE c.topic = $1::text AND c.partition = ok.p AND c.next_offset = ok.expected
     RETURNING 1)
-SELECT (SELECT count(*) FROM inserted) + (SELECT count(*) FROM moved)";
+SELECT (SELECT count(*) FROM inserted) + (SELECT count(*) FROM moved),
+       (SELECT count(*) FROM u) - (SELECT count(*) FROM ok)";
+
+/// The channel on which committed batches announce their new orders (see
+/// [`crate::CommitListener`]).
+pub(crate) const COMMITS_CHANNEL: &str = "orders_committed";
+
+/// Most bytes of one notification's payload (PostgreSQL's limit is 8000).
+const NOTIFY_PAYLOAD_MAX: usize = 7900;
+
+/// The payloads announcing `uids`: each is `origin` then uids, one per line, under the size
+/// limit.
+pub(crate) fn commit_payloads<'a>(origin: &str, uids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for uid in uids {
+        if !cur.is_empty() && cur.len() + 1 + uid.len() > NOTIFY_PAYLOAD_MAX {
+            out.push(std::mem::take(&mut cur));
+        }
+        if cur.is_empty() {
+            cur.push_str(origin);
+        }
+        cur.push('\n');
+        cur.push_str(uid);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
 
 /// Column vectors for one table, built in one pass so the hot path allocates once per column.
 #[derive(Default)]
@@ -242,9 +276,12 @@ async fn insert_children(
     Ok(())
 }
 
+/// `notify`: the origin to announce the batch's new orders under on [`COMMITS_CHANNEL`]
+/// (delivered to listeners only if and when the transaction commits).
 pub(super) async fn store_batch(
     client: &mut Object,
     batch: &StoreBatch,
+    notify: Option<&str>,
 ) -> Result<StoreOutcome, RepositoryError> {
     let tx = client
         .transaction()
@@ -265,11 +302,12 @@ pub(super) async fn store_batch(
             .iter()
             .map(|o| o.mark.map(|m| m.digest))
             .collect();
+        let epochs: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.lease_epoch).collect();
         let stmt = tx
             .prepare_cached(ADVANCE_OFFSETS)
             .await
             .map_err(|e| map_pg("preparing offsets", e))?;
-        let moved: i64 = tx
+        let row = tx
             .query_one(
                 &stmt,
                 &[
@@ -279,11 +317,24 @@ pub(super) async fn store_batch(
                     &expected,
                     &mark_offset,
                     &mark_digest,
+                    &epochs,
                 ],
             )
             .await
-            .map_err(|e| map_pg("storing consumer offsets", e))?
-            .get(0);
+            .map_err(|e| map_pg("storing consumer offsets", e))?;
+        let (moved, lease_lost): (i64, i64) = (row.get(0), row.get(1));
+        if lease_lost > 0 {
+            let lost = batch
+                .offsets
+                .iter()
+                .find(|o| o.lease_epoch.is_some())
+                .unwrap_or(&batch.offsets[0]);
+            return Err(RepositoryError::LeaseLost {
+                topic: batch.topic.clone(),
+                partition: lost.partition,
+                epoch: lost.lease_epoch.unwrap_or_default(),
+            });
+        }
         if moved != batch.offsets.len() as i64 {
             // Dropping `tx` rolls it back: nothing of the batch is kept.
             let stale = batch.offsets[0];
@@ -347,6 +398,17 @@ pub(super) async fn store_batch(
             .map(|a| (a.order.order_uid.clone(), a.position.clone()))
             .collect();
         duplicates = dup;
+        if let Some(origin) = notify
+            && !outcome.stored.is_empty()
+        {
+            let payloads = commit_payloads(origin, outcome.stored.iter().map(String::as_str));
+            tx.execute(
+                "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                &[&COMMITS_CHANNEL, &payloads],
+            )
+            .await
+            .map_err(|e| map_pg("announcing new orders", e))?;
+        }
     }
 
     let n = batch.rejections.len() + duplicates.len();

@@ -1,15 +1,17 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use orders_domain::{
-    FetchedBatch, IngestService, OrderSource, Position, RecordMark, RejectReason, Rejection,
-    RepositoryError, SourceError, StartOffset, StoreBatch,
+    Fence, FetchedBatch, IngestService, OrderSource, PartitionLeases, Position, RecordMark,
+    RejectReason, Rejection, RepositoryError, SourceError, StartOffset, StoreBatch,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
+
+mod leased;
 
 use crate::error::{FetchFailed, UndecodableBatch, chain, find_cause};
 use crate::metrics::ConsumerMetrics;
@@ -22,6 +24,9 @@ pub struct ConsumerConfig {
     /// First and longest wait between retries after an error.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// With leases: how long a member stays alive (and keeps its partitions) after its last
+    /// heartbeat. Heartbeats come every fifth of it.
+    pub lease_ttl: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -30,7 +35,49 @@ impl Default for ConsumerConfig {
             discovery_interval: Duration::from_secs(10),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(5),
         }
+    }
+}
+
+impl ConsumerConfig {
+    /// Time between heartbeats: a fifth of the lease, so that four can be missed.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.lease_ttl / 5).max(Duration::from_millis(50))
+    }
+}
+
+/// The partitions a consumer owns now, shared with whoever reports on it (`/readyz`).
+#[derive(Debug, Clone, Default)]
+pub struct Assignment {
+    inner: Arc<RwLock<AssignmentState>>,
+}
+
+#[derive(Debug, Default)]
+struct AssignmentState {
+    member_id: Option<String>,
+    owned: BTreeMap<i32, Option<i64>>,
+    members: usize,
+}
+
+impl Assignment {
+    /// Partitions owned now, each with its lease epoch (`None`: consumed without a lease).
+    pub fn owned(&self) -> Vec<(i32, Option<i64>)> {
+        self.read(|s| s.owned.iter().map(|(p, e)| (*p, *e)).collect())
+    }
+    /// This consumer's member id, when it consumes under leases.
+    pub fn member_id(&self) -> Option<String> {
+        self.read(|s| s.member_id.clone())
+    }
+    /// Live members at the last heartbeat (0 before the first, or without leases).
+    pub fn members(&self) -> usize {
+        self.read(|s| s.members)
+    }
+    fn read<T>(&self, f: impl FnOnce(&AssignmentState) -> T) -> T {
+        f(&self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+    fn write(&self, f: impl FnOnce(&mut AssignmentState)) {
+        f(&mut self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 }
 
@@ -41,6 +88,8 @@ pub struct Consumer {
     ingest: IngestService,
     metrics: Option<ConsumerMetrics>,
     config: ConsumerConfig,
+    leases: Option<Arc<dyn PartitionLeases>>,
+    assignment: Assignment,
 }
 
 /// Exponential backoff that resets on success.
@@ -88,6 +137,8 @@ impl Consumer {
             ingest,
             metrics: None,
             config,
+            leases: None,
+            assignment: Assignment::default(),
         }
     }
 
@@ -96,10 +147,41 @@ impl Consumer {
         self
     }
 
+    /// Shares the topic with other replicas: this consumer takes only the partitions whose
+    /// lease it holds, a fair share of them (see [`orders_domain::fair_share`]), and every
+    /// batch commits only while its lease is current. Without leases it consumes every
+    /// partition (one replica).
+    pub fn with_leases(mut self, leases: Arc<dyn PartitionLeases>) -> Self {
+        self.assignment
+            .write(|s| s.member_id = Some(leases.member_id().to_owned()));
+        self.leases = Some(leases);
+        self
+    }
+
+    /// Keeps `assignment` up to date with the partitions this consumer owns (call before
+    /// [`Self::with_leases`]).
+    pub fn reporting_to(mut self, assignment: Assignment) -> Self {
+        self.assignment = assignment;
+        self
+    }
+
+    /// The partitions this consumer owns, kept up to date while it runs.
+    pub fn assignment(&self) -> Assignment {
+        self.assignment.clone()
+    }
+
     /// Runs until `shutdown` turns true: discovers partitions (again every
     /// `discovery_interval`) and runs one independent loop per partition. On shutdown each loop
     /// finishes the batch transaction it is in (commit or rollback, never half) and stops.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        match self.leases.clone() {
+            Some(leases) => self.run_leased(leases, shutdown).await,
+            None => self.run_all(shutdown).await,
+        }
+    }
+
+    /// Every partition, without leases.
+    async fn run_all(self, mut shutdown: watch::Receiver<bool>) {
         let topic = self.source.topic().to_owned();
         let mut tasks = JoinSet::new();
         let mut running: HashMap<i32, ()> = HashMap::new();
@@ -117,8 +199,15 @@ impl Consumer {
                             let this = self.clone();
                             let rx = shutdown.clone();
                             let span = tracing::info_span!("partition", %topic, partition = p);
+                            self.assignment.write(|s| {
+                                s.owned.insert(p, None);
+                            });
+                            if let Some(m) = &self.metrics {
+                                m.partitions_owned.set(running.len() as i64);
+                            }
                             tasks.spawn(
-                                async move { this.run_partition(p, rx).await }.instrument(span),
+                                async move { this.run_partition(p, None, rx).await }
+                                    .instrument(span),
                             );
                         }
                     }
@@ -225,13 +314,20 @@ impl Consumer {
         }
     }
 
-    async fn run_partition(self, partition: i32, mut shutdown: watch::Receiver<bool>) {
+    /// Consumes one partition until `shutdown` (its stop signal) turns true, or until its
+    /// lease (`epoch`) is found lost.
+    async fn run_partition(
+        self,
+        partition: i32,
+        epoch: Option<i64>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> PartitionEnd {
         let label = partition.to_string();
         'resolve: loop {
             let Some((mut offset, mut committed)) =
                 self.resolve_start(partition, &mut shutdown).await
             else {
-                return;
+                return PartitionEnd::Stopped;
             };
             let mut backoff = Backoff::new(&self.config);
             // The fetch of the next batch, started while the previous one was being stored.
@@ -242,7 +338,7 @@ impl Consumer {
                     .unwrap_or_else(|| self.source.fetch(partition, offset));
                 let fetched = tokio::select! {
                     r = fetch => r,
-                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = shutdown.wait_for(|s| *s) => return PartitionEnd::Stopped,
                 };
                 let batch = match fetched {
                     Ok(b) => b,
@@ -252,7 +348,11 @@ impl Consumer {
                     }
                     Err(e) => {
                         if let Some(bad) = find_cause::<UndecodableBatch>(&e) {
-                            match self.pass_undecodable(bad, committed, &mut shutdown).await {
+                            let fence = Fence {
+                                expected: committed,
+                                lease_epoch: epoch,
+                            };
+                            match self.pass_undecodable(bad, fence, &mut shutdown).await {
                                 Committed::Stored => {
                                     offset = bad.last_offset.saturating_add(1);
                                     committed = Some(offset);
@@ -261,7 +361,10 @@ impl Consumer {
                                     continue;
                                 }
                                 Committed::Fenced => continue 'resolve,
-                                Committed::Stopped | Committed::Refused(_) => return,
+                                Committed::LeaseLost => return PartitionEnd::LeaseLost,
+                                Committed::Stopped | Committed::Refused(_) => {
+                                    return PartitionEnd::Stopped;
+                                }
                             }
                         }
                         if let (Some(m), Some(high_watermark)) = (
@@ -275,7 +378,7 @@ impl Consumer {
                         tracing::warn!(offset, error = %chain(&e), "fetch failed; retrying");
                         self.count_error("broker");
                         if !pause(backoff.next(), &mut shutdown).await {
-                            return;
+                            return PartitionEnd::Stopped;
                         }
                         continue;
                     }
@@ -300,7 +403,11 @@ impl Consumer {
                 // is dropped uncommitted, never half-stored.
                 let mut next_fetch = self.source.fetch(partition, next);
                 let mut next_result = None;
-                let store = self.store(batch, committed, &mut shutdown);
+                let fence = Fence {
+                    expected: committed,
+                    lease_epoch: epoch,
+                };
+                let store = self.store(batch, fence, &mut shutdown);
                 tokio::pin!(store);
                 let stored = loop {
                     tokio::select! {
@@ -312,7 +419,8 @@ impl Consumer {
                     Committed::Stored => {}
                     // Another writer moved the offset: where this loop stands is stale.
                     Committed::Fenced => continue 'resolve,
-                    Committed::Stopped | Committed::Refused(_) => return,
+                    Committed::LeaseLost => return PartitionEnd::LeaseLost,
+                    Committed::Stopped | Committed::Refused(_) => return PartitionEnd::Stopped,
                 }
                 offset = next;
                 committed = Some(next);
@@ -336,7 +444,7 @@ impl Consumer {
     async fn pass_undecodable(
         &self,
         bad: &UndecodableBatch,
-        committed: Option<i64>,
+        fence: Fence,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Committed {
         let topic = self.source.topic();
@@ -373,8 +481,9 @@ impl Consumer {
             offsets: vec![orders_domain::PartitionOffset {
                 partition: bad.partition,
                 next_offset,
-                expected: committed,
+                expected: fence.expected,
                 mark: None,
+                lease_epoch: fence.lease_epoch,
             }],
             superseded_rejections: vec![],
         };
@@ -387,7 +496,10 @@ impl Consumer {
         let mut backoff = Backoff::new(&self.config);
         loop {
             match self.commit(&prepared, &span, shutdown).await {
-                end @ (Committed::Stored | Committed::Stopped | Committed::Fenced) => return end,
+                end @ (Committed::Stored
+                | Committed::Stopped
+                | Committed::Fenced
+                | Committed::LeaseLost) => return end,
                 Committed::Refused(_) => {
                     // Nothing smaller to isolate: retry, loudly, without moving the offset.
                     tracing::error!(parent: &span, "the store refuses to record a rejection");
@@ -431,6 +543,13 @@ impl Consumer {
                     }
                     return Committed::Fenced;
                 }
+                Err(RepositoryError::LeaseLost { .. }) => {
+                    tracing::warn!(parent: span, "this replica's lease on the partition lapsed and the partition was given to another; dropping the batch and giving the partition up");
+                    if let Some(m) = &self.metrics {
+                        m.fenced.inc();
+                    }
+                    return Committed::LeaseLost;
+                }
                 Err(RepositoryError::Constraint(detail)) => {
                     tracing::warn!(parent: span, %detail, "store refused the batch; isolating the message");
                     self.count_error("constraint");
@@ -456,13 +575,14 @@ impl Consumer {
     async fn store(
         &self,
         batch: FetchedBatch,
-        committed: Option<i64>,
+        fence: Fence,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Committed {
+        let epoch = fence.lease_epoch;
         // (batch, Some(reason)) = a single message the store refused, to record as rejected.
         let mut pending: Vec<(FetchedBatch, Option<String>)> = vec![(batch, None)];
         // The stored offset each part moves on from: parts commit in offset order.
-        let mut committed = committed;
+        let mut committed = fence.expected;
         // Waits between attempts to record a rejection the store keeps refusing.
         let mut backoff = Backoff::new(&self.config);
         while let Some((batch, refused_detail)) = pending.pop() {
@@ -473,14 +593,29 @@ impl Consumer {
                 next_offset = batch.next_offset
             );
             let prepared = match &refused_detail {
-                None => self
-                    .ingest
-                    .prepare(self.source.topic(), batch.clone(), committed),
-                Some(detail) => refused_store_batch(self.source.topic(), &batch, detail, committed),
+                None => self.ingest.prepare(
+                    self.source.topic(),
+                    batch.clone(),
+                    Fence {
+                        expected: committed,
+                        lease_epoch: epoch,
+                    },
+                ),
+                Some(detail) => refused_store_batch(
+                    self.source.topic(),
+                    &batch,
+                    detail,
+                    Fence {
+                        expected: committed,
+                        lease_epoch: epoch,
+                    },
+                ),
             };
             match self.commit(&prepared, &span, shutdown).await {
                 Committed::Stored => committed = Some(batch.next_offset),
-                end @ (Committed::Stopped | Committed::Fenced) => return end,
+                end @ (Committed::Stopped | Committed::Fenced | Committed::LeaseLost) => {
+                    return end;
+                }
                 Committed::Refused(detail) => {
                     if batch.records.len() > 1 {
                         let (first, second) = split(batch);
@@ -515,6 +650,18 @@ enum Committed {
     /// The stored offset was not the one this loop read: another writer moved it. Nothing
     /// was committed; re-read where the partition stands.
     Fenced,
+    /// The lease this loop consumes under is no longer current. Nothing was committed; the
+    /// partition belongs to another replica now.
+    LeaseLost,
+}
+
+/// Why a partition loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartitionEnd {
+    /// Asked to stop (shutdown or rebalance); the batch in flight was committed or dropped.
+    Stopped,
+    /// Its lease was found lost.
+    LeaseLost,
 }
 
 /// A fetch in flight (what the source's async-trait `fetch` returns).
@@ -544,7 +691,7 @@ fn refused_store_batch(
     topic: &str,
     batch: &FetchedBatch,
     detail: &str,
-    committed: Option<i64>,
+    fence: Fence,
 ) -> StoreBatch {
     StoreBatch {
         topic: topic.to_owned(),
@@ -568,8 +715,9 @@ fn refused_store_batch(
         offsets: vec![orders_domain::PartitionOffset {
             partition: batch.partition,
             next_offset: batch.next_offset,
-            expected: committed,
+            expected: fence.expected,
             mark: batch.records.last().map(RecordMark::of),
+            lease_epoch: fence.lease_epoch,
         }],
         superseded_rejections: vec![],
     }
