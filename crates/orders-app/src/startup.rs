@@ -347,13 +347,17 @@ impl Application {
         let bound = Duration::from_secs(settings.shutdown_timeout_secs);
         let graceful = async {
             // Stop accepting; in-flight requests finish. The consumer finishes its batch.
-            tokio::join!(server_handle.stop(true), async {
-                let _ = consumer_task.await;
-            }, async {
-                if let Some(t) = sync_task {
-                    let _ = t.await;
+            tokio::join!(
+                server_handle.stop(true),
+                async {
+                    let _ = consumer_task.await;
+                },
+                async {
+                    if let Some(t) = sync_task {
+                        let _ = t.await;
+                    }
                 }
-            });
+            );
             let _ = server_task.await;
         };
         if tokio::time::timeout(bound, graceful).await.is_err() {
@@ -381,8 +385,14 @@ fn spawn_cache_sync(
         // Ends when the listener stops (shutdown) and drops its sender.
         while let Some(uids) = rx.recv().await {
             match query.cache_committed(&uids).await {
-                Ok(n) => tracing::debug!(announced = uids.len(), cached = n, "cached orders another replica stored"),
-                Err(e) => tracing::warn!(error = %e, "cannot cache orders another replica stored; they are read through on their first request"),
+                Ok(n) => tracing::debug!(
+                    announced = uids.len(),
+                    cached = n,
+                    "cached orders another replica stored"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot cache orders another replica stored; they are read through on their first request")
+                }
             }
         }
     })

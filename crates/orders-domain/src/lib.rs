@@ -20,8 +20,9 @@ pub use ingest::{IngestReport, IngestService, ReplayReport};
 pub use model::{Delivery, Item, Order, OrderSummary, Payment};
 pub use ports::{
     AcceptedOrder, CacheStats, Fence, FetchedBatch, Membership, OrderCache, OrderRepository,
-    OrderSource, PAYLOAD_EXCERPT_BYTES, PartitionLease, PartitionLeases, PartitionOffset, PayloadDigest, Position, RawMessage, RecordMark,
-    RejectedFilter, RejectedMessage, Rejection, StartOffset, StoreBatch, StoreOutcome, StoreSeq, fair_share,
+    OrderSource, PAYLOAD_EXCERPT_BYTES, PartitionLease, PartitionLeases, PartitionOffset,
+    PayloadDigest, Position, RawMessage, RecordMark, RejectedFilter, RejectedMessage, Rejection,
+    StartOffset, StoreBatch, StoreOutcome, StoreSeq, fair_share,
 };
 pub use query::{MissStats, QueryService};
 pub use validation::{

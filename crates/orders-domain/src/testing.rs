@@ -310,9 +310,7 @@ impl OrderCache for InMemoryCache {
     }
 
     fn contains(&self, order_uid: &str) -> bool {
-        self.inner
-            .lock()
-            .is_ok_and(|g| g.0.contains_key(order_uid))
+        self.inner.lock().is_ok_and(|g| g.0.contains_key(order_uid))
     }
 
     fn insert(&self, order_uid: &str, json: Bytes) {

@@ -47,7 +47,11 @@ pub fn member_id() -> String {
             .unwrap_or_default()
             .as_nanos(),
     );
-    format!("{host}-{}-{:06x}", std::process::id(), h.finish() & 0xff_ffff)
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        h.finish() & 0xff_ffff
+    )
 }
 
 const HEARTBEAT: &str = "

@@ -103,8 +103,14 @@ impl Drop for Service {
 
 /// Starts the real `orders` binary with `settings`' database and topic on `port`.
 pub fn start_binary(settings: &Settings, port: u16) -> Service {
+    start_binary_with(settings, port, &[])
+}
+
+/// [`start_binary`] with more environment variables.
+pub fn start_binary_with(settings: &Settings, port: u16, env: &[(&str, &str)]) -> Service {
     Service(
         std::process::Command::new(env!("CARGO_BIN_EXE_orders"))
+            .envs(env.iter().copied())
             .env("DB_HOST", &settings.db_host)
             .env("DB_PORT", settings.db_port.to_string())
             .env("DB_USER", &settings.db_user)

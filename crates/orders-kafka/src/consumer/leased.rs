@@ -81,8 +81,15 @@ impl Consumer {
                     }
                 }
             }
-            self.rebalance(&*leases, &topic, &partitions, &mut running, &mut tasks, &shutdown)
-                .await;
+            self.rebalance(
+                &*leases,
+                &topic,
+                &partitions,
+                &mut running,
+                &mut tasks,
+                &shutdown,
+            )
+            .await;
         }
 
         // Shutdown: every loop finishes its batch in flight, then the leases go back.
@@ -105,7 +112,9 @@ impl Consumer {
                 }
                 tracing::info!(%topic, member = %me, released, "released every partition lease");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot release the partition leases; the other replicas take them over when they lapse"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot release the partition leases; the other replicas take them over when they lapse")
+            }
         }
         self.assignment.write(|s| s.owned.clear());
         tracing::info!(%topic, "consumer stopped");
@@ -143,7 +152,11 @@ impl Consumer {
         // Loops whose lease is gone (taken over while this replica was paused or cut off).
         for (p, r) in running.iter_mut() {
             if held.get(p) != Some(&r.epoch) && !*r.stop.borrow() {
-                tracing::warn!(partition = p, epoch = r.epoch, "lease on the partition lapsed and was given to another replica; stopping its loop");
+                tracing::warn!(
+                    partition = p,
+                    epoch = r.epoch,
+                    "lease on the partition lapsed and was given to another replica; stopping its loop"
+                );
                 let _ = r.stop.send(true);
                 r.releasing = false;
                 self.count_lease("lost", 1);
@@ -164,13 +177,24 @@ impl Consumer {
                 let epoch = held[p];
                 match running.get_mut(p) {
                     Some(r) => {
-                        tracing::info!(partition = p, members = membership.members.len(), "handing the partition over to rebalance");
+                        tracing::info!(
+                            partition = p,
+                            members = membership.members.len(),
+                            "handing the partition over to rebalance"
+                        );
                         r.releasing = true;
                         let _ = r.stop.send(true);
                     }
                     None => {
-                        self.release(leases, topic, PartitionLease { partition: *p, epoch })
-                            .await;
+                        self.release(
+                            leases,
+                            topic,
+                            PartitionLease {
+                                partition: *p,
+                                epoch,
+                            },
+                        )
+                        .await;
                     }
                 }
                 held.remove(p);
@@ -246,7 +270,11 @@ impl Consumer {
                 if !*r.stop.borrow() {
                     self.count_lease("lost", 1);
                 }
-                tracing::warn!(partition, epoch, "gave the partition up: its lease is held by another replica now");
+                tracing::warn!(
+                    partition,
+                    epoch,
+                    "gave the partition up: its lease is held by another replica now"
+                );
             }
             PartitionEnd::Stopped if r.releasing => {
                 let topic = self.source.topic();
@@ -266,7 +294,11 @@ impl Consumer {
         for _ in 0..3 {
             match leases.release(topic, lease).await {
                 Ok(()) => {
-                    tracing::info!(partition = lease.partition, epoch = lease.epoch, "released the partition lease");
+                    tracing::info!(
+                        partition = lease.partition,
+                        epoch = lease.epoch,
+                        "released the partition lease"
+                    );
                     self.count_lease("released", 1);
                     return;
                 }

@@ -74,10 +74,16 @@ impl Assignment {
         self.read(|s| s.members)
     }
     fn read<T>(&self, f: impl FnOnce(&AssignmentState) -> T) -> T {
-        f(&self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
     fn write(&self, f: impl FnOnce(&mut AssignmentState)) {
-        f(&mut self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner));
+        f(&mut self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 }
 

@@ -102,8 +102,6 @@ impl PgRepository {
         self
     }
 
-
-
     /// A connection from the pool; waiting for one is bounded by the pool's wait timeout.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
         self.pool.get().await.map_err(map_pool)
@@ -150,7 +148,11 @@ impl PgRepository {
 impl OrderRepository for PgRepository {
     async fn store_batch(&self, batch: &StoreBatch) -> Result<StoreOutcome, RepositoryError> {
         let mut client = self.client().await?;
-        let result = timeout(self.query_timeout, write::store_batch(&mut client, batch, self.announce.as_deref())).await;
+        let result = timeout(
+            self.query_timeout,
+            write::store_batch(&mut client, batch, self.announce.as_deref()),
+        )
+        .await;
         self.settle(client, result)
     }
 

@@ -116,7 +116,10 @@ const NOTIFY_PAYLOAD_MAX: usize = 7900;
 
 /// The payloads announcing `uids`: each is `origin` then uids, one per line, under the size
 /// limit.
-pub(crate) fn commit_payloads<'a>(origin: &str, uids: impl Iterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn commit_payloads<'a>(
+    origin: &str,
+    uids: impl Iterator<Item = &'a str>,
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for uid in uids {
