@@ -248,6 +248,7 @@ pub async fn start_consumer_with(
         discovery_interval: Duration::from_secs(1),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
+        ..ConsumerConfig::default()
     };
     let (shutdown, rx) = watch::channel(false);
     let mut consumer = Consumer::new(source, ingest, config);
