@@ -236,9 +236,10 @@ async fn rejected_list_escapes_control_characters_and_pages() {
     repo.close();
 }
 
-/// `orders partitions` prints where each partition stands, against the real broker.
+/// `orders partitions` prints where each partition stands and who holds it, against the real
+/// broker.
 #[tokio::test]
-async fn partitions_shows_stored_offset_high_watermark_and_lag() {
+async fn partitions_shows_owner_lease_stored_offset_high_watermark_and_lag() {
     let topic = format!(
         "test-partitions-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -269,6 +270,27 @@ async fn partitions_shows_stored_offset_high_watermark_and_lag() {
     })
     .await
     .unwrap();
+    // A live replica holds partition 0; one that left held partition 1 (released).
+    use orders_domain::PartitionLeases;
+    let live = orders_postgres::PgLeases::new(repo.clone(), "replica-a");
+    let gone = orders_postgres::PgLeases::new(repo.clone(), "replica-b");
+    let ttl = std::time::Duration::from_secs(600);
+    live.heartbeat(&topic, &[0, 1, 2], ttl).await.unwrap();
+    gone.heartbeat(&topic, &[0, 1, 2], ttl).await.unwrap();
+    live.claim(&topic, 1).await.unwrap();
+    gone.claim(&topic, 1).await.unwrap();
+    gone.leave(&topic).await.unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        orders_postgres::testing::sql_client(&settings.postgres())
+            .await
+            .query_one(
+                "SELECT expires_at FROM consumer_members WHERE member_id = 'replica-a'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    let expires = expires.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let out = stdout(&orders(&settings, &["--kafka-topic", &topic, "partitions"]));
     let rows: Vec<Vec<&str>> = out
         .lines()
@@ -278,9 +300,9 @@ async fn partitions_shows_stored_offset_high_watermark_and_lag() {
     assert_eq!(
         rows,
         vec![
-            vec!["0", "3", "5", "2"],
-            vec!["1", "-", "2", "2"],
-            vec!["2", "-", "0", "0"]
+            vec!["0", "replica-a", &expires, "3", "5", "2"],
+            vec!["1", "-", "-", "-", "2", "2"],
+            vec!["2", "-", "-", "-", "0", "0"]
         ],
         "{out}"
     );

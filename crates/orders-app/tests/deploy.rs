@@ -114,8 +114,34 @@ fn workspace_members() -> Vec<Member> {
         .collect()
 }
 
+/// The compose file with its `<<:` merge keys applied, as Compose reads it.
 fn compose() -> Value {
-    serde_norway::from_str(&read("deploy/docker-compose.yml")).expect("compose file parses")
+    let mut v: Value =
+        serde_norway::from_str(&read("deploy/docker-compose.yml")).expect("compose file parses");
+    v.apply_merge().expect("merge keys apply");
+    v
+}
+
+#[test]
+fn compose_runs_two_replicas_sharing_the_database_and_topic() {
+    let c = compose();
+    let (one, two) = (service(&c, "orders"), service(&c, "orders-2"));
+    assert_eq!(
+        one["environment"], two["environment"],
+        "same database, topic and settings"
+    );
+    assert_eq!(one["build"], two["build"]);
+    assert_eq!(one["healthcheck"], two["healthcheck"]);
+    assert_eq!(one["depends_on"], two["depends_on"]);
+    let host_port = |svc: &Value| {
+        let p = svc["ports"][0].as_str().unwrap().to_owned();
+        p.rsplit_once(':').unwrap().0.to_owned()
+    };
+    assert_ne!(host_port(one), host_port(two), "one host port each");
+    assert!(
+        one["stop_grace_period"].as_str().is_some(),
+        "time to release leases on stop"
+    );
 }
 
 fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
@@ -207,7 +233,7 @@ fn compose_references_only_existing_files_and_settings() {
     }
     assert!(seen > 0);
     // The service's environment names only real settings (a typo would be silently ignored).
-    for svc in ["orders", "producer"] {
+    for svc in ["orders", "orders-2", "producer"] {
         for (k, _) in service(&c, svc)["environment"].as_mapping().unwrap() {
             let k = k.as_str().unwrap();
             assert!(known.contains(k), "{svc}: {k} is not a setting of orders");

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use orders_cache::DashCache;
-use orders_domain::{FetchedBatch, IngestService, OrderCache, OrderRepository};
-use orders_postgres::{PgConfig, PgRepository};
+use orders_domain::{
+    Fence, FetchedBatch, IngestService, OrderCache, OrderRepository, PartitionLeases,
+};
+use orders_postgres::{PgConfig, PgLeases, PgRepository};
 use serde::Serialize;
 
 use crate::data::{Dataset, Plan, fetched_batches};
@@ -40,6 +42,9 @@ pub(crate) struct SinkResults {
     pub(crate) batches: usize,
     pub(crate) mean_batch_orders: f64,
     pub(crate) ours: Rate,
+    /// Ours as a replica runs it: each batch also fenced on its partition's lease epoch, and
+    /// its new orders announced to the other replicas (NOTIFY).
+    pub(crate) replica: Rate,
     pub(crate) naive: Rate,
     pub(crate) copy_1: Rate,
     pub(crate) copy_n: Rate,
@@ -84,38 +89,59 @@ pub(crate) async fn ours(
     config: &PgConfig,
     batches: Vec<Vec<FetchedBatch>>,
     cache_capacity: usize,
+    replica: bool,
 ) -> anyhow::Result<SinkRun> {
-    let repo = PgRepository::connect(config).await?;
+    let mut repo = PgRepository::connect(config).await?;
+    // As a replica: one lease per stream (partition), claimed up front like the consumer's.
+    let mut epochs: Vec<Option<i64>> = vec![None; batches.len()];
+    if replica {
+        repo = repo.announce_commits("bench");
+        let leases = PgLeases::new(repo.clone(), "bench");
+        let partitions: Vec<i32> = (0..batches.len() as i32).collect();
+        leases
+            .heartbeat("bench", &partitions, Duration::from_secs(600))
+            .await?;
+        for l in leases.claim("bench", partitions.len()).await? {
+            epochs[l.partition as usize] = Some(l.epoch);
+        }
+    }
     let repo_dyn: Arc<dyn OrderRepository> = Arc::new(repo.clone());
     let cache: Arc<dyn OrderCache> = Arc::new(DashCache::new(cache_capacity));
     let ingest = IngestService::new(repo_dyn, cache);
     let cpu0 = cpu_seconds();
     let started = Instant::now();
-    let tasks = batches.into_iter().map(|stream| {
-        let ingest = ingest.clone();
-        tokio::spawn(async move {
-            let (mut prepare, mut store) = (Duration::ZERO, Duration::ZERO);
-            // One stream is one partition: each batch moves its offset on from the last one,
-            // fenced like the consumer's.
-            let mut committed = None;
-            for batch in stream {
-                let t = Instant::now();
-                let next = batch.next_offset;
-                let prepared = ingest.prepare("bench", batch, committed);
-                committed = Some(next);
-                prepare += t.elapsed();
-                let t = Instant::now();
-                let report = ingest.store(&prepared).await?;
-                store += t.elapsed();
-                anyhow::ensure!(
-                    report.rejected.is_empty(),
-                    "rejections: {:?}",
-                    report.rejected
-                );
-            }
-            anyhow::Ok((prepare, store))
-        })
-    });
+    let tasks = batches
+        .into_iter()
+        .zip(epochs)
+        .map(|(stream, lease_epoch)| {
+            let ingest = ingest.clone();
+            tokio::spawn(async move {
+                let (mut prepare, mut store) = (Duration::ZERO, Duration::ZERO);
+                // One stream is one partition: each batch moves its offset on from the last one,
+                // fenced like the consumer's.
+                let mut committed = None;
+                for batch in stream {
+                    let t = Instant::now();
+                    let next = batch.next_offset;
+                    let fence = Fence {
+                        expected: committed,
+                        lease_epoch,
+                    };
+                    let prepared = ingest.prepare("bench", batch, fence);
+                    committed = Some(next);
+                    prepare += t.elapsed();
+                    let t = Instant::now();
+                    let report = ingest.store(&prepared).await?;
+                    store += t.elapsed();
+                    anyhow::ensure!(
+                        report.rejected.is_empty(),
+                        "rejections: {:?}",
+                        report.rejected
+                    );
+                }
+                anyhow::Ok((prepare, store))
+            })
+        });
     let mut run = SinkRun {
         wall: Duration::ZERO,
         cpu: 0.0,
@@ -163,6 +189,7 @@ pub(crate) async fn run(
     let streams = plan.len();
     let mut ours_runs: Vec<SinkRun> = Vec::new();
     let (mut naive, mut copy_1, mut copy_n) = (Vec::new(), Vec::new(), Vec::new());
+    let mut replica = Vec::new();
     let mut keep = None;
     for round in 0..opts.repeat {
         tracing::info!(round, "sink path: binary COPY, {streams} streams");
@@ -186,13 +213,25 @@ pub(crate) async fn run(
         tracing::info!(round, "sink path: ours");
         let db = BenchDb::create(admin).await?;
         let batches = fetched_batches(&data.payloads, plan);
-        let run = ours(&db.config, batches, opts.cache_capacity).await?;
+        let run = ours(&db.config, batches, opts.cache_capacity, false).await?;
         let stored = count_orders(&db.config).await?;
         anyhow::ensure!(stored == n as i64, "ours stored {stored} of {n} orders");
         ours_runs.push(run);
         if let Some(old) = keep.replace(db) {
             old.drop_now().await?;
         }
+
+        tracing::info!(
+            round,
+            "sink path: ours as a replica (lease epoch, announcements)"
+        );
+        let db = BenchDb::create(admin).await?;
+        let batches = fetched_batches(&data.payloads, plan);
+        let run = ours(&db.config, batches, opts.cache_capacity, true).await?;
+        let stored = count_orders(&db.config).await?;
+        anyhow::ensure!(stored == n as i64, "replica stored {stored} of {n} orders");
+        replica.push(run.wall.as_secs_f64());
+        db.drop_now().await?;
 
         tracing::info!(round, "sink path: naive, {naive_n} orders");
         let db = BenchDb::create(admin).await?;
@@ -222,6 +261,7 @@ pub(crate) async fn run(
             n,
             rows,
         ),
+        replica: rate(replica, n, rows),
         naive: rate(naive, naive_n as u64, naive_rows),
         copy_1: rate(copy_1, n, rows),
         copy_n: rate(copy_n, n, rows),
