@@ -6,6 +6,7 @@
 mod data;
 mod db;
 mod e2e;
+mod failover;
 mod load;
 mod reads;
 mod report;
@@ -36,7 +37,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "sink,e2e,reads,warmup"
+        default_value = "sink,e2e,reads,warmup,replicas"
     )]
     sections: Vec<Section>,
     /// Orders through the sink path (and its COPY baselines).
@@ -91,6 +92,7 @@ enum Section {
     E2e,
     Reads,
     Warmup,
+    Replicas,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +103,10 @@ enum Command {
         #[arg(long)]
         count: usize,
     },
+    /// (internal) run the service with the settings from the environment (a replica of the
+    /// replicas section).
+    #[command(hide = true)]
+    Replica,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,6 +124,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         let r = warm::probe(&cli.settings.postgres(), count).await?;
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
+    }
+    if let Some(Command::Replica) = cli.command {
+        return orders_app::Application::build(cli.settings)
+            .await?
+            .run_until_stopped()
+            .await;
     }
     let started = Instant::now();
     let admin = cli.settings.postgres();
@@ -203,6 +215,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         };
         results.reads =
             Some(reads::run(&cli.settings, &admin, &data.orders, &load, cli.read_rounds).await?);
+    }
+    if has(Section::Replicas) {
+        results.failover = Some(failover::run(&cli.settings, &admin, cli.repeat.max(1)).await?);
     }
     results.total_secs = started.elapsed().as_secs_f64();
 

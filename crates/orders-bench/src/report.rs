@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::e2e::E2eResults;
+use crate::failover::FailoverResults;
 use crate::load::LoadResult;
 use crate::reads::ReadResults;
 use crate::sink::SinkResults;
@@ -26,6 +27,7 @@ pub(crate) struct Results {
     pub(crate) e2e: Option<E2eResults>,
     pub(crate) reads: Option<ReadResults>,
     pub(crate) warmup: Option<WarmResults>,
+    pub(crate) failover: Option<FailoverResults>,
     pub(crate) total_secs: f64,
 }
 
@@ -39,6 +41,7 @@ impl Results {
             e2e: None,
             reads: None,
             warmup: None,
+            failover: None,
             total_secs: 0.0,
         }
     }
@@ -264,6 +267,39 @@ pub(crate) fn markdown(r: &Results) -> String {
             n(w.rss_per_order()),
             n(w.json_bytes_per_order),
             w.rss_per_order() / w.json_bytes_per_order,
+        );
+    }
+    if let Some(f) = &r.failover {
+        let spread = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let ttl = f.lease_ttl_secs as f64;
+        let _ = writeln!(
+            s,
+            "#### 6. Replicas: partitions without a consumer ({} partitions, 2 replicas, \
+             LEASE_TTL_SECS={}, heartbeat every {:.1} s)\n\n\
+             Each time runs from the event to the first commit by the new owner on every \
+             partition that changed hands. Baseline: the lease, the least time in which a crash \
+             can be noticed.\n\n\
+             | event | median (s) | runs (s) | / lease |\n|---|---:|---|---:|\n\
+             | a replica joins (its start-up included) to the even split | {:.2} | {} | {:.2} |\n\
+             | SIGTERM (partitions released at once) | {:.2} | {} | {:.2} |\n\
+             | kill -9 (partitions taken when the lease lapses) | {:.2} | {} | {:.2} |\n",
+            f.partitions,
+            f.lease_ttl_secs,
+            f.heartbeat_secs,
+            f.join(),
+            spread(&f.join_secs),
+            f.join() / ttl,
+            f.sigterm(),
+            spread(&f.sigterm_secs),
+            f.sigterm() / ttl,
+            f.kill(),
+            spread(&f.kill_secs),
+            f.kill() / ttl,
         );
     }
     s
