@@ -372,3 +372,35 @@ async fn copy_stream(
     }
     Ok(())
 }
+
+/// Lets the server settle before a measurement: a checkpoint (so the previous variant's WAL is
+/// not flushed during this one) and no autovacuum worker running (they would work on the
+/// previous variant's tables during this one), waiting at most 60 s for the latter.
+pub(crate) async fn settle(admin: &PgConfig) -> anyhow::Result<()> {
+    let sql = client(admin).await?;
+    if let Err(e) = sql.batch_execute("CHECKPOINT").await {
+        // Needs superuser or pg_checkpoint; the figures are noisier without it.
+        tracing::warn!(error = %e, "cannot CHECKPOINT before a measurement");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let workers: i64 = sql
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if workers == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(
+                workers,
+                "autovacuum still running after 60 s; measuring anyway"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -46,8 +46,9 @@ struct Cli {
     /// Orders for the naive baseline (a rate; it is slow, so a subset).
     #[arg(long, default_value_t = 10_000)]
     naive_orders: usize,
-    /// Repetitions of each sink-path variant (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    /// Repetitions of each sink-path variant (the median and the spread are reported) and of
+    /// each replica event.
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Orders produced to the broker for the end-to-end section.
     #[arg(long, default_value_t = 100_000)]

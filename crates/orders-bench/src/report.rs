@@ -132,9 +132,22 @@ pub(crate) fn markdown(r: &Results) -> String {
             k.streams,
             k.ours.orders_per_sec() / k.copy_1.orders_per_sec()
         );
+        let spread = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let all: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+            format!("{} (min {lo:.2}, max {hi:.2})", all.join(", "))
+        };
         let _ = writeln!(
             s,
-            "As a replica (lease check + NOTIFY in each batch): **{:.3} of ours** (median of each; runs alternate within each round).\n",
+            "Per round (the database settled before each variant, the first variant rotating): \
+             ours / COPY = {}; as a replica / ours = {}.\n",
+            spread(&k.ours_vs_copy_runs),
+            spread(&k.replica_vs_ours_runs),
+        );
+        let _ = writeln!(
+            s,
+            "As a replica (lease check + NOTIFY in each batch): **{:.3} of ours** (medians).\n",
             k.replica.orders_per_sec() / k.ours.orders_per_sec()
         );
         let p = &k.profile;

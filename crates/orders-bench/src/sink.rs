@@ -46,6 +46,10 @@ pub(crate) struct SinkResults {
     /// its new orders announced to the other replicas (NOTIFY).
     pub(crate) replica: Rate,
     pub(crate) naive: Rate,
+    /// Per round: ours' rate over COPY's (n streams), in round order.
+    pub(crate) ours_vs_copy_runs: Vec<f64>,
+    /// Per round: the replica's rate over ours'.
+    pub(crate) replica_vs_ours_runs: Vec<f64>,
     pub(crate) copy_1: Rate,
     pub(crate) copy_n: Rate,
     pub(crate) profile: Profile,
@@ -167,6 +171,26 @@ async fn count_orders(config: &PgConfig) -> anyhow::Result<i64> {
         .get(0))
 }
 
+/// The sink section's variants, each on a fresh database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    CopyN,
+    Copy1,
+    Ours,
+    Replica,
+    Naive,
+}
+
+impl Variant {
+    const ALL: [Self; 5] = [
+        Self::CopyN,
+        Self::Copy1,
+        Self::Ours,
+        Self::Replica,
+        Self::Naive,
+    ];
+}
+
 pub(crate) struct SinkOptions {
     pub(crate) repeat: usize,
     pub(crate) naive_orders: usize,
@@ -191,56 +215,64 @@ pub(crate) async fn run(
     let (mut naive, mut copy_1, mut copy_n) = (Vec::new(), Vec::new(), Vec::new());
     let mut replica = Vec::new();
     let mut keep = None;
+    // Per round, ours / COPY (n streams) and the replica / ours: the spread beside the medians.
+    let (mut ours_vs_copy, mut replica_vs_ours) = (Vec::new(), Vec::new());
     for round in 0..opts.repeat {
-        tracing::info!(round, "sink path: binary COPY, {streams} streams");
-        let db = BenchDb::create(admin).await?;
-        copy_n.push(
-            db::copy(&db.config, &data.orders, plan)
-                .await?
-                .as_secs_f64(),
-        );
-        db.drop_now().await?;
-
-        tracing::info!(round, "sink path: binary COPY, 1 stream");
-        let db = BenchDb::create(admin).await?;
-        copy_1.push(
-            db::copy(&db.config, &data.orders, &one_stream)
-                .await?
-                .as_secs_f64(),
-        );
-        db.drop_now().await?;
-
-        tracing::info!(round, "sink path: ours");
-        let db = BenchDb::create(admin).await?;
-        let batches = fetched_batches(&data.payloads, plan);
-        let run = ours(&db.config, batches, opts.cache_capacity, false).await?;
-        let stored = count_orders(&db.config).await?;
-        anyhow::ensure!(stored == n as i64, "ours stored {stored} of {n} orders");
-        ours_runs.push(run);
-        if let Some(old) = keep.replace(db) {
-            old.drop_now().await?;
+        // Which variant goes first moves on each round, so none always runs in the wake of
+        // another's WAL.
+        let mut order = Variant::ALL;
+        order.rotate_left(round % Variant::ALL.len());
+        let (mut ours_secs, mut copy_secs, mut replica_secs) = (0.0, 0.0, 0.0);
+        for variant in order {
+            db::settle(admin).await?;
+            tracing::info!(round, ?variant, "sink path");
+            let db = BenchDb::create(admin).await?;
+            match variant {
+                Variant::CopyN => {
+                    copy_secs = db::copy(&db.config, &data.orders, plan)
+                        .await?
+                        .as_secs_f64();
+                    copy_n.push(copy_secs);
+                }
+                Variant::Copy1 => copy_1.push(
+                    db::copy(&db.config, &data.orders, &one_stream)
+                        .await?
+                        .as_secs_f64(),
+                ),
+                Variant::Ours | Variant::Replica => {
+                    let replica_run = variant == Variant::Replica;
+                    let batches = fetched_batches(&data.payloads, plan);
+                    let run = ours(&db.config, batches, opts.cache_capacity, replica_run).await?;
+                    let stored = count_orders(&db.config).await?;
+                    anyhow::ensure!(
+                        stored == n as i64,
+                        "{variant:?} stored {stored} of {n} orders"
+                    );
+                    if replica_run {
+                        replica_secs = run.wall.as_secs_f64();
+                        replica.push(replica_secs);
+                    } else {
+                        ours_secs = run.wall.as_secs_f64();
+                        ours_runs.push(run);
+                    }
+                }
+                Variant::Naive => naive.push(
+                    db::naive(&db.config, &data.orders[..naive_n], streams)
+                        .await?
+                        .as_secs_f64(),
+                ),
+            }
+            // The last `ours` database is kept for the warm-up section.
+            if variant == Variant::Ours {
+                if let Some(old) = keep.replace(db) {
+                    old.drop_now().await?;
+                }
+            } else {
+                db.drop_now().await?;
+            }
         }
-
-        tracing::info!(
-            round,
-            "sink path: ours as a replica (lease epoch, announcements)"
-        );
-        let db = BenchDb::create(admin).await?;
-        let batches = fetched_batches(&data.payloads, plan);
-        let run = ours(&db.config, batches, opts.cache_capacity, true).await?;
-        let stored = count_orders(&db.config).await?;
-        anyhow::ensure!(stored == n as i64, "replica stored {stored} of {n} orders");
-        replica.push(run.wall.as_secs_f64());
-        db.drop_now().await?;
-
-        tracing::info!(round, "sink path: naive, {naive_n} orders");
-        let db = BenchDb::create(admin).await?;
-        naive.push(
-            db::naive(&db.config, &data.orders[..naive_n], streams)
-                .await?
-                .as_secs_f64(),
-        );
-        db.drop_now().await?;
+        ours_vs_copy.push(copy_secs / ours_secs);
+        replica_vs_ours.push(ours_secs / replica_secs);
     }
     let rate = |runs: Vec<f64>, orders, rows| Rate {
         runs_secs: runs,
@@ -263,6 +295,8 @@ pub(crate) async fn run(
         ),
         replica: rate(replica, n, rows),
         naive: rate(naive, naive_n as u64, naive_rows),
+        ours_vs_copy_runs: ours_vs_copy,
+        replica_vs_ours_runs: replica_vs_ours,
         copy_1: rate(copy_1, n, rows),
         copy_n: rate(copy_n, n, rows),
         profile,

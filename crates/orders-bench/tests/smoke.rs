@@ -34,6 +34,8 @@ fn every_section_runs_and_the_report_keeps_hand_written_notes() {
                 "50",
                 "--warm-orders",
                 "600",
+                "--lease-ttl-secs",
+                "1",
             ])
             .arg("--out")
             .arg(&md)
@@ -70,6 +72,7 @@ fn every_section_runs_and_the_report_keeps_hand_written_notes() {
         "3. Reads",
         "4. Warm-up",
         "5. Where",
+        "6. Replicas",
     ] {
         assert!(md.contains(heading), "missing {heading}");
     }
@@ -77,7 +80,7 @@ fn every_section_runs_and_the_report_keeps_hand_written_notes() {
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let sink = &r["sink"];
-    for v in ["ours", "copy_1", "copy_n"] {
+    for v in ["ours", "replica", "copy_1", "copy_n"] {
         assert_eq!(sink[v]["orders"], 600, "{v}");
         assert!(sink[v]["runs_secs"][0].as_f64().unwrap() > 0.0);
     }
@@ -99,5 +102,9 @@ fn every_section_runs_and_the_report_keeps_hand_written_notes() {
         assert_eq!(e["unexpected"], 0, "{endpoint}: every answer 200");
     }
     assert_eq!(r["warmup"]["orders"], 600);
+    let f = &r["failover"];
+    for event in ["join_secs", "sigterm_secs", "kill_secs"] {
+        assert!(f[event][0].as_f64().unwrap() > 0.0, "{event}: {f}");
+    }
     assert!(r["warmup"]["rss_after"].as_u64().unwrap() > 0);
 }
