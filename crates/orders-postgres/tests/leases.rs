@@ -173,3 +173,15 @@ async fn a_lease_is_not_claimed_while_a_commit_under_it_is_in_flight() {
     tx.commit().await.unwrap();
     assert_eq!(partitions(&b.claim(TOPIC, 1).await.unwrap()), [0]);
 }
+
+#[tokio::test]
+async fn a_partition_added_to_the_topic_becomes_claimable() {
+    let (repo, _sql) = setup().await;
+    let a = PgLeases::new(repo.clone(), "a");
+    a.heartbeat(TOPIC, &[0, 1], TTL).await.unwrap();
+    assert_eq!(partitions(&a.claim(TOPIC, 5).await.unwrap()), [0, 1]);
+    // The topic grew (seen by the consumer's next partition discovery).
+    let view = a.heartbeat(TOPIC, &[0, 1, 2], TTL).await.unwrap();
+    assert_eq!(fair_share(&view.members, "a", 3), 3);
+    assert_eq!(partitions(&a.claim(TOPIC, 1).await.unwrap()), [2]);
+}
