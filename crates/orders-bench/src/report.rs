@@ -210,6 +210,21 @@ pub(crate) fn markdown(r: &Results) -> String {
             v.broker + v.database + v.this_process,
             e.service_secs * r.machine.cores as f64,
         );
+        let us = |cpu: f64| cpu * 1e6 / e.orders as f64;
+        let _ = writeln!(
+            s,
+            "| CPU µs per order | broker | PostgreSQL | service | total |\n|---|---:|---:|---:|---:|\n\
+             | broker raw fetch (the bench process fetching) | {:.1} | {:.1} | {:.1} | {:.1} |\n\
+             | **service run** | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            us(f.broker),
+            us(f.database),
+            us(f.this_process),
+            us(f.broker + f.database + f.this_process),
+            us(v.broker),
+            us(v.database),
+            us(v.this_process),
+            us(v.broker + v.database + v.this_process),
+        );
     }
     if let Some(rd) = &r.reads {
         let _ = writeln!(
