@@ -34,8 +34,12 @@ struct Replica {
 
 impl Replica {
     fn start(settings: &Settings) -> Self {
+        Self::start_with_lease(settings, LEASE_TTL_SECS)
+    }
+
+    fn start_with_lease(settings: &Settings, ttl_secs: u64) -> Self {
         let port = free_port();
-        let ttl = LEASE_TTL_SECS.to_string();
+        let ttl = ttl_secs.to_string();
         let service = start_binary_with(settings, port, &[("LEASE_TTL_SECS", &ttl)]);
         Self { port, service }
     }
@@ -173,7 +177,11 @@ async fn even_split(replicas: &[&Replica], partitions: i64) -> Option<Vec<BTreeS
 async fn three_replicas_split_six_partitions_and_serve_each_others_orders_from_memory() {
     let (settings, producer) = topic_of(6).await;
     let sql = orders_postgres::testing::sql_client(&settings.postgres()).await;
-    let replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&settings)).collect();
+    // The default lease: nothing here needs a fast failover, and a loaded machine must not
+    // make a replica miss its heartbeats.
+    let replicas: Vec<Replica> = (0..3)
+        .map(|_| Replica::start_with_lease(&settings, 5))
+        .collect();
     let refs: Vec<&Replica> = replicas.iter().collect();
 
     let deadline = Instant::now() + Duration::from_secs(60);
