@@ -16,7 +16,7 @@ use orders_cache::DashCache;
 use orders_domain::{IngestService, OrderCache, OrderRepository, OrderSource, QueryService};
 use orders_http::{Check, HttpConfig, HttpMetrics, HttpState, Readiness};
 use orders_kafka::{Assignment, Consumer, ConsumerConfig, ConsumerMetrics, KafkaSource};
-use orders_postgres::{CommitListener, PgLeases, PgRepository};
+use orders_postgres::{Announcement, CommitListener, PgLeases, PgRepository};
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
@@ -315,13 +315,15 @@ impl Application {
         let server_task = tokio::spawn(server);
         tracing::info!(port = self.port, "listening");
 
-        let sync_task = settings.cache_sync.then(|| {
-            spawn_cache_sync(
-                query.clone(),
-                CommitListener::new(settings.postgres(), &member_id),
-                shutdown_tx.subscribe(),
-            )
-        });
+        let nudge = Arc::new(tokio::sync::Notify::new());
+        let sync_task = spawn_announcements(
+            query.clone(),
+            CommitListener::new(settings.postgres(), &member_id),
+            nudge.clone(),
+            &settings.kafka_topic,
+            settings.cache_sync,
+            shutdown_tx.subscribe(),
+        );
         let leases = PgLeases::new(repo.clone(), member_id);
         let consumer_task = spawn_background(
             query,
@@ -331,6 +333,7 @@ impl Application {
                 metrics: consumer_metrics,
                 leases: Arc::new(leases),
                 assignment,
+                nudge,
             },
             &settings,
             shutdown_tx.subscribe(),
@@ -353,9 +356,7 @@ impl Application {
                     let _ = consumer_task.await;
                 },
                 async {
-                    if let Some(t) = sync_task {
-                        let _ = t.await;
-                    }
+                    let _ = sync_task.await;
                 }
             );
             let _ = server_task.await;
@@ -373,26 +374,37 @@ impl Application {
     }
 }
 
-/// Caches the orders other replicas commit, as their announcements arrive.
-fn spawn_cache_sync(
+/// Acts on other replicas' announcements: caches the orders they commit (sent only with
+/// `CACHE_SYNC`), and wakes the consumer when the topic's membership changed.
+fn spawn_announcements(
     query: QueryService,
     listener: CommitListener,
+    nudge: Arc<tokio::sync::Notify>,
+    topic: &str,
+    cache_sync: bool,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(64);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Announcement>(64);
     tokio::spawn(listener.run(tx, shutdown));
+    let topic = topic.to_owned();
     tokio::spawn(async move {
         // Ends when the listener stops (shutdown) and drops its sender.
-        while let Some(uids) = rx.recv().await {
-            match query.cache_committed(&uids).await {
-                Ok(n) => tracing::debug!(
-                    announced = uids.len(),
-                    cached = n,
-                    "cached orders another replica stored"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot cache orders another replica stored; they are read through on their first request")
-                }
+        while let Some(announced) = rx.recv().await {
+            match announced {
+                Announcement::Leases { topic: t } if t == topic => nudge.notify_one(),
+                Announcement::Leases { .. } => {}
+                Announcement::Orders(_) if !cache_sync => {}
+                Announcement::Orders(uids) => match query.cache_committed(&uids).await {
+                    Ok(n) => tracing::debug!(
+                        announced = uids.len(),
+                        cached = n,
+                        "cached orders another replica stored"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cannot cache orders another replica stored; they are read through on their first request"
+                    ),
+                },
             }
         }
     })
@@ -403,6 +415,7 @@ struct Background {
     metrics: ConsumerMetrics,
     leases: Arc<PgLeases>,
     assignment: Assignment,
+    nudge: Arc<tokio::sync::Notify>,
 }
 
 /// Warm-up, then (if enabled) connecting to Kafka and consuming, all stoppable by `shutdown`.
@@ -469,6 +482,7 @@ fn spawn_background(
             .with_metrics(background.metrics)
             .reporting_to(background.assignment)
             .with_leases(background.leases)
+            .woken_by(background.nudge)
             .run(shutdown)
             .await;
     })

@@ -308,6 +308,27 @@ async fn thirty_thousand_orders_stored_exactly_once_through_joins_stops_crashes_
     let c = Replica::start(&settings); // 2: join
     progress(8_000).await;
     a.stop(); // 3: SIGTERM
+    // It left at once: its member row is gone and none of its leases is held any more.
+    let members: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM consumer_members WHERE topic = $1",
+            &[&topic],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(members, 2, "the stopped replica left the members");
+    let orphans: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM partition_leases l WHERE l.topic = $1 AND l.owner IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM consumer_members m
+                             WHERE m.topic = l.topic AND m.member_id = l.owner)",
+            &[&topic],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 0, "the stopped replica's leases were released");
     progress(12_000).await;
     b.signal("KILL"); // 4: kill -9
     drop(b);

@@ -54,11 +54,19 @@ pub fn member_id() -> String {
     )
 }
 
+/// The channel on which joins and releases are announced (payload: the topic), so that the
+/// other members rebalance at once instead of on their next heartbeat.
+pub(crate) const LEASES_CHANNEL: &str = "orders_leases";
+
+// A member that joins (its row is new) announces it.
 const HEARTBEAT: &str = "
-INSERT INTO consumer_members (topic, member_id, expires_at)
-VALUES ($1, $2, now() + $3::float8 * interval '1 millisecond')
-ON CONFLICT (topic, member_id) DO UPDATE
-    SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at";
+WITH beat AS (
+    INSERT INTO consumer_members (topic, member_id, expires_at)
+    VALUES ($1, $2, now() + $3::float8 * interval '1 millisecond')
+    ON CONFLICT (topic, member_id) DO UPDATE
+        SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at
+    RETURNING (xmax = 0) AS joined)
+SELECT pg_notify('orders_leases', $1) FROM beat WHERE joined";
 
 const ADD_PARTITIONS: &str = "
 INSERT INTO partition_leases (topic, partition)
@@ -92,12 +100,18 @@ WHERE (l.topic, l.partition) IN (
 RETURNING l.partition, l.epoch";
 
 const RELEASE: &str = "
-UPDATE partition_leases SET owner = NULL, epoch = epoch + 1, granted_at = NULL
-WHERE topic = $1 AND partition = $2 AND owner = $3 AND epoch = $4";
+WITH released AS (
+    UPDATE partition_leases SET owner = NULL, epoch = epoch + 1, granted_at = NULL
+    WHERE topic = $1 AND partition = $2 AND owner = $3 AND epoch = $4
+    RETURNING 1)
+SELECT pg_notify('orders_leases', $1) FROM released";
 
 const RELEASE_ALL: &str = "
-UPDATE partition_leases SET owner = NULL, epoch = epoch + 1, granted_at = NULL
-WHERE topic = $1 AND owner = $2";
+WITH released AS (
+    UPDATE partition_leases SET owner = NULL, epoch = epoch + 1, granted_at = NULL
+    WHERE topic = $1 AND owner = $2
+    RETURNING 1)
+SELECT pg_notify('orders_leases', $1) FROM (SELECT 1 FROM released LIMIT 1) AS one";
 
 const LEAVE: &str = "DELETE FROM consumer_members WHERE topic = $1 AND member_id = $2";
 
@@ -130,7 +144,7 @@ impl PartitionLeases for PgLeases {
             let ctx = |e| map_pg("renewing the consumer's membership", e);
             let ttl_ms = ttl_ms as f64;
             client
-                .execute(HEARTBEAT, &[&topic, &me, &ttl_ms])
+                .query(HEARTBEAT, &[&topic, &me, &ttl_ms])
                 .await
                 .map_err(ctx)?;
             client
@@ -170,7 +184,7 @@ impl PartitionLeases for PgLeases {
         let client = self.repo.client().await?;
         let work = async {
             client
-                .execute(
+                .query(
                     RELEASE,
                     &[&topic, &lease.partition, &self.member_id, &lease.epoch],
                 )
@@ -189,7 +203,7 @@ impl PartitionLeases for PgLeases {
                 .transaction()
                 .await
                 .map_err(|e| map_pg("starting a transaction", e))?;
-            tx.execute(RELEASE_ALL, &[&topic, &self.member_id])
+            tx.query(RELEASE_ALL, &[&topic, &self.member_id])
                 .await
                 .map_err(|e| map_pg("releasing partition leases", e))?;
             tx.execute(LEAVE, &[&topic, &self.member_id])

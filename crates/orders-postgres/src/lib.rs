@@ -15,6 +15,6 @@ pub mod testing;
 pub use config::PgConfig;
 pub use error::PgError;
 pub use leases::{PartitionOwner, PgLeases, member_id};
-pub use listener::CommitListener;
+pub use listener::{Announcement, CommitListener};
 pub use migrate::{MIGRATIONS, migrate};
 pub use repository::PgRepository;

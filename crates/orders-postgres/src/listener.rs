@@ -8,7 +8,17 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::config::PgConfig;
+use crate::leases::LEASES_CHANNEL;
 use crate::repository::COMMITS_CHANNEL;
+
+/// What another replica announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// It committed these new orders.
+    Orders(Vec<String>),
+    /// A member joined the consumers of `topic`, or released leases: time to rebalance.
+    Leases { topic: String },
+}
 
 /// Listens on a dedicated connection (never a pooled one: a pool would hand the `LISTEN`ing
 /// session to other work) and reconnects when it drops. Notifications are delivered only for
@@ -30,9 +40,9 @@ impl CommitListener {
         }
     }
 
-    /// Sends the uids of each batch of orders another origin committed, until `shutdown`
-    /// turns true or the receiver is dropped.
-    pub async fn run(self, out: mpsc::Sender<Vec<String>>, mut shutdown: watch::Receiver<bool>) {
+    /// Sends what other replicas announce (the uids of each batch of orders they commit, and
+    /// changes of membership), until `shutdown` turns true or the receiver is dropped.
+    pub async fn run(self, out: mpsc::Sender<Announcement>, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(200);
         loop {
             let ended = tokio::select! {
@@ -54,7 +64,7 @@ impl CommitListener {
     }
 
     /// One connection's worth of listening. `Ok` when the receiver is gone.
-    async fn session(&self, out: &mpsc::Sender<Vec<String>>) -> Result<(), String> {
+    async fn session(&self, out: &mpsc::Sender<Announcement>) -> Result<(), String> {
         let target = self.config.display();
         let (client, mut connection) = self
             .config
@@ -70,7 +80,8 @@ impl CommitListener {
             while let Some(m) = messages.next().await {
                 match m {
                     Ok(AsyncMessage::Notification(n)) => {
-                        if tx.send(n.payload().to_owned()).is_err() {
+                        let leases = n.channel() == LEASES_CHANNEL;
+                        if tx.send((leases, n.payload().to_owned())).is_err() {
                             return Ok(());
                         }
                     }
@@ -81,7 +92,9 @@ impl CommitListener {
             Ok(())
         });
         let listened = client
-            .batch_execute(&format!("LISTEN {COMMITS_CHANNEL}"))
+            .batch_execute(&format!(
+                "LISTEN {COMMITS_CHANNEL}; LISTEN {LEASES_CHANNEL}"
+            ))
             .await
             .map_err(|e| format!("LISTEN on {target}: {e}"));
         if let Err(e) = listened {
@@ -89,13 +102,21 @@ impl CommitListener {
             return Err(e);
         }
         tracing::debug!(%target, "listening for commits of other replicas");
-        while let Some(payload) = rx.recv().await {
-            let mut lines = payload.split('\n');
-            if lines.next() == Some(self.origin.as_str()) {
-                continue;
-            }
-            let uids: Vec<String> = lines.map(str::to_owned).collect();
-            if !uids.is_empty() && out.send(uids).await.is_err() {
+        while let Some((leases, payload)) = rx.recv().await {
+            let announced = if leases {
+                Announcement::Leases { topic: payload }
+            } else {
+                let mut lines = payload.split('\n');
+                if lines.next() == Some(self.origin.as_str()) {
+                    continue;
+                }
+                let uids: Vec<String> = lines.map(str::to_owned).collect();
+                if uids.is_empty() {
+                    continue;
+                }
+                Announcement::Orders(uids)
+            };
+            if out.send(announced).await.is_err() {
                 driver.abort();
                 return Ok(());
             }

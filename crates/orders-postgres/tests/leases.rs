@@ -185,3 +185,86 @@ async fn a_partition_added_to_the_topic_becomes_claimable() {
     assert_eq!(fair_share(&view.members, "a", 3), 3);
     assert_eq!(partitions(&a.claim(TOPIC, 1).await.unwrap()), [2]);
 }
+
+#[tokio::test]
+async fn joins_releases_and_other_replicas_commits_are_announced() {
+    use orders_postgres::{Announcement, CommitListener};
+    let cfg = create_test_database().await;
+    let repo = PgRepository::connect(&cfg).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(CommitListener::new(cfg.clone(), "me").run(tx, shutdown));
+    // The listener connects in the background: announce until it hears the first one.
+    let a = PgLeases::new(repo.clone(), "a");
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            a.leave(TOPIC).await.unwrap();
+            a.heartbeat(TOPIC, &[0], TTL).await.unwrap();
+            if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+            {
+                break got;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        first,
+        Announcement::Leases {
+            topic: TOPIC.into()
+        }
+    );
+    while tokio::time::timeout(Duration::from_millis(300), rx.recv())
+        .await
+        .is_ok()
+    {}
+
+    // A renewal is not news; a release is.
+    a.heartbeat(TOPIC, &[0], TTL).await.unwrap();
+    let lease = a.claim(TOPIC, 1).await.unwrap()[0];
+    a.release(TOPIC, lease).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Some(Announcement::Leases {
+            topic: TOPIC.into()
+        })
+    );
+
+    // Orders committed under another origin are announced; this listener's own are not.
+    let order = |uid: &str| {
+        let order = orders_domain::sample::generated_order(uid, 1, 1);
+        orders_domain::AcceptedOrder {
+            payload: order.to_json_bytes().unwrap(),
+            position: orders_domain::Position {
+                topic: TOPIC.into(),
+                partition: 0,
+                offset: 0,
+            },
+            order,
+        }
+    };
+    let mine = repo.clone().announce_commits("me");
+    let theirs = repo.clone().announce_commits("them");
+    for (r, uid) in [(&mine, "mine-"), (&theirs, "theirs-")] {
+        r.store_batch(&StoreBatch {
+            topic: TOPIC.into(),
+            orders: vec![order(uid)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(Announcement::Orders(vec!["theirs-1".into()])));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
+        "nothing else announced"
+    );
+}

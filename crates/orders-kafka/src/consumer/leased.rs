@@ -44,6 +44,13 @@ impl Consumer {
         let mut tasks: JoinSet<(i32, i64, PartitionEnd)> = JoinSet::new();
         let mut partitions: Vec<i32> = Vec::new();
         let mut discovered_at: Option<Instant> = None;
+        let nudge = self.nudge.clone();
+        let nudged = || async {
+            match &nudge {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         let mut ticker = tokio::time::interval(self.config.heartbeat_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -51,6 +58,10 @@ impl Consumer {
             // watch's guard across the await.
             let ended = tokio::select! {
                 _ = ticker.tick() => None,
+                _ = nudged() => {
+                    ticker.reset();
+                    None
+                }
                 Some(ended) = tasks.join_next(), if !tasks.is_empty() => Some(ended),
                 _ = shutdown.wait_for(|s| *s) => break,
             };

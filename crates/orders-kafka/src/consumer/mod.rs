@@ -96,6 +96,9 @@ pub struct Consumer {
     config: ConsumerConfig,
     leases: Option<Arc<dyn PartitionLeases>>,
     assignment: Assignment,
+    /// Woken when another member joins or releases leases: rebalance now rather than on the
+    /// next heartbeat.
+    nudge: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Exponential backoff that resets on success.
@@ -145,6 +148,7 @@ impl Consumer {
             config,
             leases: None,
             assignment: Assignment::default(),
+            nudge: None,
         }
     }
 
@@ -168,6 +172,13 @@ impl Consumer {
     /// [`Self::with_leases`]).
     pub fn reporting_to(mut self, assignment: Assignment) -> Self {
         self.assignment = assignment;
+        self
+    }
+
+    /// With leases: `nudge` is notified when the membership changed elsewhere (a member joined
+    /// or released leases), and the consumer rebalances at once.
+    pub fn woken_by(mut self, nudge: Arc<tokio::sync::Notify>) -> Self {
+        self.nudge = Some(nudge);
         self
     }
 
