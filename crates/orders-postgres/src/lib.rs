@@ -10,7 +10,7 @@ mod repository;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::PgConfig;
+pub use config::{PgConfig, PgTls, SslMode};
 pub use error::PgError;
 pub use migrate::{MIGRATIONS, migrate};
 pub use repository::PgRepository;
