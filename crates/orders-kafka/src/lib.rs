@@ -16,7 +16,7 @@ mod metrics;
 mod producer;
 mod source;
 
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol};
 pub use consumer::{Consumer, ConsumerConfig};
 pub use error::KafkaError;
 pub use metrics::ConsumerMetrics;
