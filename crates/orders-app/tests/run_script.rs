@@ -105,7 +105,7 @@ async fn run_script_starts_the_service_and_serves_the_reference_order() {
         ("DB_HOST", db.host.clone()),
         ("DB_PORT", db.port.to_string()),
         ("DB_USER", db.user.clone()),
-        ("DB_PASSWORD", db.password.clone()),
+        ("DB_PASSWORD", db.password.expose().to_owned()),
         ("DB_NAME", db.dbname.clone()),
         ("KAFKA_BROKER", broker),
         ("KAFKA_TOPIC", topic.clone()),

@@ -9,6 +9,8 @@
 //! Invariant: no offset is stored except through `IngestService`, after the batch is handed
 //! off; every partition runs independently of the others.
 
+#[cfg(feature = "cli")]
+mod cli;
 mod config;
 mod consumer;
 mod error;
@@ -16,6 +18,8 @@ mod metrics;
 mod producer;
 mod source;
 
+#[cfg(feature = "cli")]
+pub use cli::KafkaSecurityArgs;
 pub use config::{KafkaConfig, KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol};
 pub use consumer::{Consumer, ConsumerConfig};
 pub use error::KafkaError;
