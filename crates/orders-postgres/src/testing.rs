@@ -24,7 +24,14 @@ pub fn config_from_env() -> PgConfig {
 /// When PostgreSQL is not reachable: tests must not pass without a real database. Run
 /// `just db-up` (or `just test`, which does it).
 pub async fn create_test_database() -> PgConfig {
-    let admin = config_from_env();
+    create_test_database_on(config_from_env()).await
+}
+
+/// As [`create_test_database`], on the server `admin` reaches (with its TLS settings).
+///
+/// # Panics
+/// When that server is not reachable.
+pub async fn create_test_database_on(admin: PgConfig) -> PgConfig {
     let name = format!("orders_test_{}", uuid::Uuid::new_v4().simple());
     let client = try_sql_client(&admin).await.unwrap_or_else(|e| {
         panic!(
