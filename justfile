@@ -48,11 +48,19 @@ broker-down:
 # Start PostgreSQL and the Kafka broker
 stack-up: db-up broker-up
 
-# Stop the Kafka broker and PostgreSQL
-stack-down: broker-down db-down
+# Stop the Kafka broker and PostgreSQL (and the TLS/SASL test servers)
+stack-down: secure-down broker-down db-down
 
-# Start the stack and install what the tests need (Chromium, Python Kafka clients)
-test-deps: stack-up browser-deps python-deps
+# Start the TLS/SASL test servers in .local/secure: TLS-only PostgreSQL, tansu behind stunnel, tansu with SCRAM
+secure-up:
+    scripts/secure-up.sh
+
+# Stop the TLS/SASL test servers (data, certificates and secrets stay in .local/secure)
+secure-down:
+    scripts/secure-down.sh
+
+# Start the stack and install what the tests need (TLS/SASL servers, Chromium, Python Kafka clients)
+test-deps: stack-up secure-up browser-deps python-deps
 
 # Install chromium and chromedriver when missing
 browser-deps:
