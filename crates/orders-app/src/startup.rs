@@ -416,14 +416,16 @@ fn spawn_background(
                         retry_in_secs = wait.as_secs(),
                         "Kafka refused the connection; retrying would not help until the setting named above is fixed"
                     );
-                    *last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some(e.to_string());
+                    *last_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
                     wait
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "Kafka not available; retrying");
-                    *last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some(e.to_string());
+                    *last_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
                     Duration::from_secs(2)
                 }
             };
@@ -432,7 +434,9 @@ fn spawn_background(
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         };
-        *last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let _ = source_cell.set(source.clone());
         let dyn_source: Arc<dyn OrderSource> = source;
         Consumer::new(dyn_source, ingest, ConsumerConfig::default())

@@ -19,7 +19,10 @@ fn orders(settings: &orders_app::Settings, args: &[&str]) -> Output {
         .env("DB_HOST", &settings.db_host)
         .env("DB_PORT", settings.db_port.to_string())
         .env("DB_USER", &settings.db_user)
-        .env("DB_PASSWORD", settings.postgres().unwrap().password.expose())
+        .env(
+            "DB_PASSWORD",
+            settings.postgres().unwrap().password.expose(),
+        )
         .env("DB_NAME", &settings.db_name)
         .env("LOG_LEVEL", "warn")
         .stdout(std::process::Stdio::piped())

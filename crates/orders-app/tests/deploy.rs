@@ -231,10 +231,16 @@ fn managed_compose_keeps_secrets_in_files_and_names_real_settings() {
     for (k, v) in env {
         let k = k.as_str().unwrap();
         assert!(known.contains(k), "{k} is not a setting of orders");
-        assert!(!k.ends_with("PASSWORD") && k != "DATABASE_URL", "{k}: a password as a variable");
+        assert!(
+            !k.ends_with("PASSWORD") && k != "DATABASE_URL",
+            "{k}: a password as a variable"
+        );
         if k.ends_with("_FILE") {
             let name = v.as_str().unwrap().strip_prefix("/run/secrets/").unwrap();
-            assert!(secrets.contains_key(name), "{k} reads an undeclared secret {name}");
+            assert!(
+                secrets.contains_key(name),
+                "{k} reads an undeclared secret {name}"
+            );
             let file = secrets[name]["file"].as_str().unwrap();
             assert!(
                 deploy.join(file).parent().unwrap().is_dir(),
@@ -268,10 +274,19 @@ fn managed_compose_keeps_secrets_in_files_and_names_real_settings() {
         if !k.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
             continue;
         }
-        assert!(known.contains(k), "config.env.example: {k} is not a setting");
-        assert!(!k.ends_with("PASSWORD") && k != "DATABASE_URL", "{k} in config.env");
+        assert!(
+            known.contains(k),
+            "config.env.example: {k} is not a setting"
+        );
+        assert!(
+            !k.ends_with("PASSWORD") && k != "DATABASE_URL",
+            "{k} in config.env"
+        );
         if v.starts_with('/') {
-            assert!(v.starts_with("/etc/orders/tls/"), "{k}={v}: outside the mounted folder");
+            assert!(
+                v.starts_with("/etc/orders/tls/"),
+                "{k}={v}: outside the mounted folder"
+            );
         }
         keys += 1;
     }

@@ -23,10 +23,9 @@ fn producer_bin() -> String {
         .get_or_init(|| {
             let dir = Path::new(env!("CARGO_BIN_EXE_orders")).parent().unwrap();
             let bin = dir.join("orders-producer");
-            let current = Command::new(&bin)
-                .arg("--help")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("KAFKA_SASL_PASSWORD_FILE"));
+            let current = Command::new(&bin).arg("--help").output().is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).contains("KAFKA_SASL_PASSWORD_FILE")
+            });
             if !current {
                 let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
                     .args(["build", "--bin", "orders-producer"])
@@ -83,7 +82,13 @@ fn secure_db_env(c: &mut Command, s: &SecureStack, dbname: &str) {
 }
 
 /// SASL_SSL with SCRAM-SHA-512 (password from its file), or `password_file` instead.
-fn sasl_env(c: &mut Command, s: &SecureStack, topic: &str, tls: bool, password_file: Option<&Path>) {
+fn sasl_env(
+    c: &mut Command,
+    s: &SecureStack,
+    topic: &str,
+    tls: bool,
+    password_file: Option<&Path>,
+) {
     let file = password_file.map_or_else(
         || s.get("SECURE_KAFKA_SCRAM512_PASSWORD_FILE"),
         |p| p.display().to_string(),
@@ -114,7 +119,11 @@ fn assert_no_secret(s: &SecureStack, text: &str, extra: &[&str]) {
         "SECURE_KAFKA_SCRAM512_PASSWORD_FILE",
     ]
     .map(|k| s.secret(k).expose().to_owned());
-    for secret in stack.iter().map(String::as_str).chain(extra.iter().copied()) {
+    for secret in stack
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+    {
         assert!(!text.contains(secret), "a secret is in:\n{text}");
     }
 }
@@ -253,12 +262,19 @@ async fn a_wrong_kafka_password_is_reported_once_with_the_setting_not_retried_in
     let text = read_log(&log);
     let refusals = text.matches("Kafka refused the connection").count();
     let attempts = text.matches("Failed to connect to broker").count();
-    assert_eq!((refusals, attempts), (1, 1), "one login attempt in 8 s:\n{text}");
+    assert_eq!(
+        (refusals, attempts),
+        (1, 1),
+        "one login attempt in 8 s:\n{text}"
+    );
     assert!(
         text.contains("the broker refused the SASL login: check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"),
         "{text}"
     );
-    assert!(text.contains(&s.get("SECURE_KAFKA_SASL")), "names the endpoint:\n{text}");
+    assert!(
+        text.contains(&s.get("SECURE_KAFKA_SASL")),
+        "names the endpoint:\n{text}"
+    );
     assert_no_secret(&s, &format!("{text}{body}"), &[wrong]);
 
     // The producer gives up at once instead of waiting out --wait-secs.
@@ -300,7 +316,10 @@ async fn a_refused_postgres_connection_ends_the_start_at_once_with_the_setting()
     );
     assert!(stderr.contains("no encryption"), "{stderr}");
     assert!(stderr.contains("set DB_SSLMODE to require"), "{stderr}");
-    assert!(stderr.contains("localhost:") && stderr.contains("sslmode=disable"), "{stderr}");
+    assert!(
+        stderr.contains("localhost:") && stderr.contains("sslmode=disable"),
+        "{stderr}"
+    );
     assert_no_secret(&s, &stderr, &[]);
 
     // The same URL with verify-full works.
@@ -314,7 +333,11 @@ async fn a_refused_postgres_connection_ends_the_start_at_once_with_the_setting()
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("sslmode=verify-full"), "{stdout}");
     assert_no_secret(&s, &stdout, &[]);
 }
@@ -336,7 +359,10 @@ fn secrets_never_reach_help_debug_or_setting_errors() {
         assert!(out.status.success());
         assert!(help.contains("KAFKA_SASL_PASSWORD_FILE"), "{help}");
         for secret in [db_pw, url_pw, kafka_pw] {
-            assert!(!help.contains(secret), "{bin} --help shows a secret:\n{help}");
+            assert!(
+                !help.contains(secret),
+                "{bin} --help shows a secret:\n{help}"
+            );
         }
     }
 

@@ -62,6 +62,9 @@ fn parse_protocol(s: &str) -> Result<SecurityProtocol, String> {
 fn parse_mechanism(s: &str) -> Result<SaslMechanism, String> {
     SaslMechanism::parse(s).ok_or_else(|| {
         let all = SaslMechanism::ALL.map(SaslMechanism::as_str);
-        format!("one of: {} (GSSAPI and OAUTHBEARER are not supported)", all.join(", "))
+        format!(
+            "one of: {} (GSSAPI and OAUTHBEARER are not supported)",
+            all.join(", ")
+        )
     })
 }

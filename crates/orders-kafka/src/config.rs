@@ -222,7 +222,10 @@ mod tests {
             pw(),
             None,
         ));
-        assert!(e.contains("KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL=PLAINTEXT"), "{e}");
+        assert!(
+            e.contains("KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL=PLAINTEXT"),
+            "{e}"
+        );
         let e = err(KafkaSecurity::new(
             SecurityProtocol::SaslSsl,
             None,
@@ -230,7 +233,10 @@ mod tests {
             pw(),
             None,
         ));
-        assert!(e.contains("needs KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"), "{e}");
+        assert!(
+            e.contains("needs KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"),
+            "{e}"
+        );
         let e = err(KafkaSecurity::new(
             SecurityProtocol::SaslPlaintext,
             Some(SaslMechanism::Plain),
@@ -238,7 +244,10 @@ mod tests {
             None,
             None,
         ));
-        assert!(e.contains("KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE"), "{e}");
+        assert!(
+            e.contains("KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE"),
+            "{e}"
+        );
         let e = err(KafkaSecurity::new(
             SecurityProtocol::SaslPlaintext,
             Some(SaslMechanism::Plain),

@@ -5,13 +5,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use orders_domain::{FetchedBatch, OrderSource, RawMessage, RecordMark, SourceError, StartOffset};
+use orders_security::{TlsFiles, Verify, client_config};
 use rskafka::BackoffConfig;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
-use orders_security::{TlsFiles, Verify, client_config};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 
 use crate::config::{KafkaConfig, SaslMechanism};
-use crate::error::{FetchFailed, KafkaError, TimedOut, UndecodableBatch, connect_error, map_rs, timeout_error};
+use crate::error::{
+    FetchFailed, KafkaError, TimedOut, UndecodableBatch, connect_error, map_rs, timeout_error,
+};
 
 /// One topic of a Kafka cluster, read partition by partition.
 ///
@@ -53,7 +55,8 @@ pub(crate) async fn build_client(config: &KafkaConfig) -> Result<Client, KafkaEr
         builder = builder.tls_config(Arc::new(client_config(Verify::ChainAndHost, &files)?));
     }
     if let Some(sasl) = &security.sasl {
-        let credentials = Credentials::new(sasl.username.clone(), sasl.password.expose().to_owned());
+        let credentials =
+            Credentials::new(sasl.username.clone(), sasl.password.expose().to_owned());
         builder = builder.sasl_config(match sasl.mechanism {
             SaslMechanism::Plain => SaslConfig::Plain(credentials),
             SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),

@@ -36,8 +36,14 @@ fn scram(
     password: Option<Secret>,
 ) -> KafkaSecurity {
     let (user, file) = match mechanism {
-        SaslMechanism::ScramSha256 => ("SECURE_KAFKA_SCRAM256_USER", "SECURE_KAFKA_SCRAM256_PASSWORD_FILE"),
-        _ => ("SECURE_KAFKA_SCRAM512_USER", "SECURE_KAFKA_SCRAM512_PASSWORD_FILE"),
+        SaslMechanism::ScramSha256 => (
+            "SECURE_KAFKA_SCRAM256_USER",
+            "SECURE_KAFKA_SCRAM256_PASSWORD_FILE",
+        ),
+        _ => (
+            "SECURE_KAFKA_SCRAM512_USER",
+            "SECURE_KAFKA_SCRAM512_PASSWORD_FILE",
+        ),
     };
     KafkaSecurity::new(
         protocol,
@@ -63,7 +69,12 @@ async fn round_trip(config: &KafkaConfig) {
         let mut offset = 0;
         loop {
             let batch = source.fetch(p, offset).await.unwrap();
-            got.extend(batch.records.into_iter().map(|r| r.value.map(|v| v.to_vec())));
+            got.extend(
+                batch
+                    .records
+                    .into_iter()
+                    .map(|r| r.value.map(|v| v.to_vec())),
+            );
             offset = batch.next_offset;
             if offset >= batch.high_watermark {
                 break;
@@ -87,20 +98,32 @@ async fn refused(config: &KafkaConfig) -> (KafkaError, Duration) {
 async fn ssl_verifies_the_broker_and_carries_messages() {
     let s = SecureStack::load();
     let topic = common::unique_topic("tls");
-    round_trip(&config(s.get("SECURE_KAFKA_TLS"), &topic, tls(&s, "SECURE_CA"))).await;
+    round_trip(&config(
+        s.get("SECURE_KAFKA_TLS"),
+        &topic,
+        tls(&s, "SECURE_CA"),
+    ))
+    .await;
 }
 
 #[tokio::test]
 async fn ssl_refuses_a_broker_certificate_from_another_ca() {
     let s = SecureStack::load();
-    let c = config(s.get("SECURE_KAFKA_TLS"), "unused", tls(&s, "SECURE_OTHER_CA"));
+    let c = config(
+        s.get("SECURE_KAFKA_TLS"),
+        "unused",
+        tls(&s, "SECURE_OTHER_CA"),
+    );
     let (e, took) = refused(&c).await;
     assert!(e.is_permanent(), "{e}");
     assert!(took < Duration::from_secs(2), "not retried: took {took:?}");
     let e = e.to_string();
     assert!(e.contains("UnknownIssuer"), "{e}");
     assert!(e.contains("check KAFKA_SSL_CA_LOCATION"), "{e}");
-    assert!(e.contains(&s.get("SECURE_KAFKA_TLS")) && e.contains("over SSL"), "{e}");
+    assert!(
+        e.contains(&s.get("SECURE_KAFKA_TLS")) && e.contains("over SSL"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -111,8 +134,14 @@ async fn ssl_refuses_a_broker_reached_by_a_name_its_certificate_lacks() {
     let (e, _) = refused(&config(broker, "unused", tls(&s, "SECURE_CA"))).await;
     assert!(e.is_permanent(), "{e}");
     let e = e.to_string();
-    assert!(e.contains("certificate not valid for name \"127.0.0.1\""), "{e}");
-    assert!(e.contains("KAFKA_BROKER names a host the certificate holds"), "{e}");
+    assert!(
+        e.contains("certificate not valid for name \"127.0.0.1\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("KAFKA_BROKER names a host the certificate holds"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +164,12 @@ async fn plaintext_against_a_tls_listener_says_to_use_tls() {
 async fn ssl_against_a_plaintext_listener_fails_clearly() {
     let s = SecureStack::load();
     // The SASL broker's listener is plaintext.
-    let (e, took) = refused(&config(s.get("SECURE_KAFKA_SASL"), "unused", tls(&s, "SECURE_CA"))).await;
+    let (e, took) = refused(&config(
+        s.get("SECURE_KAFKA_SASL"),
+        "unused",
+        tls(&s, "SECURE_CA"),
+    ))
+    .await;
     let text = e.to_string();
     assert!(text.contains("KAFKA_SECURITY_PROTOCOL"), "{text}");
     assert!(took < Duration::from_secs(5), "took {took:?}: {text}");
@@ -155,7 +189,12 @@ async fn scram_sha_256_and_512_log_in_and_carry_messages() {
 async fn sasl_ssl_logs_in_over_a_verified_tls_connection() {
     let s = SecureStack::load();
     let topic = common::unique_topic("sasl-ssl");
-    let security = scram(&s, SecurityProtocol::SaslSsl, SaslMechanism::ScramSha512, None);
+    let security = scram(
+        &s,
+        SecurityProtocol::SaslSsl,
+        SaslMechanism::ScramSha512,
+        None,
+    );
     round_trip(&config(s.get("SECURE_KAFKA_SASL_TLS"), &topic, security)).await;
 }
 
@@ -169,7 +208,12 @@ async fn a_wrong_password_is_refused_at_once_and_never_shown() {
             s.get("SECURE_KAFKA_SASL")
         };
         let wrong = Secret::new("wrong-Pa55word-91f3");
-        let security = scram(&s, protocol, SaslMechanism::ScramSha256, Some(wrong.clone()));
+        let security = scram(
+            &s,
+            protocol,
+            SaslMechanism::ScramSha256,
+            Some(wrong.clone()),
+        );
         let c = KafkaConfig {
             // Without the patch the refusal is retried until this deadline.
             request_deadline: Duration::from_secs(10),

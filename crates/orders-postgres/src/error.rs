@@ -84,35 +84,36 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 fn connect_hint(e: &(dyn std::error::Error + 'static)) -> (Option<&'static str>, bool) {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-            if let Some(db) = pg.as_db_error() {
-                let code = db.code();
-                if *code == SqlState::INVALID_PASSWORD {
-                    return (
-                        Some("check DB_USER and DB_PASSWORD (or the credentials in DATABASE_URL)"),
+        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>()
+            && let Some(db) = pg.as_db_error()
+        {
+            let code = db.code();
+            if *code == SqlState::INVALID_PASSWORD {
+                return (
+                    Some("check DB_USER and DB_PASSWORD (or the credentials in DATABASE_URL)"),
+                    true,
+                );
+            }
+            if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+                return if db.message().contains("no encryption") {
+                    (
+                        Some(
+                            "the server accepts only TLS connections: set DB_SSLMODE to require, verify-ca or verify-full",
+                        ),
                         true,
-                    );
-                }
-                if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-                    return if db.message().contains("no encryption") {
-                        (
-                            Some(
-                                "the server accepts only TLS connections: set DB_SSLMODE to require, verify-ca or verify-full",
-                            ),
-                            true,
-                        )
-                    } else {
-                        (
-                            Some(
-                                "the server refuses this user from this host: check DB_USER, DB_SSLCERT/DB_SSLKEY and the server's pg_hba.conf",
-                            ),
-                            true,
-                        )
-                    };
-                }
-                if *code == SqlState::INVALID_CATALOG_NAME {
-                    return (Some("check DB_NAME"), true);
-                }
+                    )
+                } else {
+                    (
+                        Some(
+                            "the server refuses this user from this host: check DB_USER, DB_SSLCERT/DB_SSLKEY and the server's pg_hba.conf",
+                        ),
+                        true,
+                    )
+                };
+            }
+            // A database may still be being created (by an init job): worth waiting for.
+            if *code == SqlState::INVALID_CATALOG_NAME {
+                return (Some("check DB_NAME"), false);
             }
         }
         // tokio-rustls wraps rustls' error in an io::Error, whose source() skips it.
@@ -137,7 +138,9 @@ fn connect_hint(e: &(dyn std::error::Error + 'static)) -> (Option<&'static str>,
         }
         if err.to_string() == "server does not support TLS" {
             return (
-                Some("the server offers no TLS: enable ssl on the server or set DB_SSLMODE to prefer or disable"),
+                Some(
+                    "the server offers no TLS: enable ssl on the server or set DB_SSLMODE to prefer or disable",
+                ),
                 true,
             );
         }

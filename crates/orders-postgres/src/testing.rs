@@ -176,7 +176,10 @@ impl SecureStack {
     pub fn postgres(&self) -> PgConfig {
         PgConfig {
             host: self.get("SECURE_PG_HOST"),
-            port: self.get("SECURE_PG_PORT").parse().unwrap_or_else(|e| panic!("{e}")),
+            port: self
+                .get("SECURE_PG_PORT")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
             user: self.get("SECURE_PG_USER"),
             password: self.secret("SECURE_PG_PASSWORD_FILE"),
             dbname: "orders_db".into(),

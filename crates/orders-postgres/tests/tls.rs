@@ -63,9 +63,15 @@ async fn verify_full_refuses_a_certificate_for_another_host() {
         ..stack().postgres()
     };
     let e = refused(&config).await;
-    assert!(e.contains("certificate not valid for name \"127.0.0.1\""), "{e}");
+    assert!(
+        e.contains("certificate not valid for name \"127.0.0.1\""),
+        "{e}"
+    );
     assert!(e.contains("DB_SSLROOTCERT") && e.contains("DB_HOST"), "{e}");
-    assert!(e.contains("127.0.0.1") && e.contains("sslmode=verify-full"), "{e}");
+    assert!(
+        e.contains("127.0.0.1") && e.contains("sslmode=verify-full"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +175,10 @@ async fn a_database_url_with_verify_full_connects() {
     }
     .with_url(&Secret::new(url))
     .unwrap();
-    assert_eq!((config.port, config.tls.mode), (pg.port, SslMode::VerifyFull));
+    assert_eq!(
+        (config.port, config.tls.mode),
+        (pg.port, SslMode::VerifyFull)
+    );
     assert!(connects_encrypted(&config).await);
 }
 

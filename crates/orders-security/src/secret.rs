@@ -102,7 +102,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("pw");
         std::fs::write(&file, "s3cret value\r\n\n").unwrap();
-        let got = resolve_secret("DB_PASSWORD", None, Some(&file)).unwrap().unwrap();
+        let got = resolve_secret("DB_PASSWORD", None, Some(&file))
+            .unwrap()
+            .unwrap();
         assert_eq!(got.expose(), "s3cret value");
 
         let both = resolve_secret("DB_PASSWORD", Some(&got), Some(&file)).unwrap_err();
@@ -113,12 +115,16 @@ mod tests {
 
         std::fs::write(&file, "\n").unwrap();
         let empty = resolve_secret("DB_PASSWORD", None, Some(&file)).unwrap_err();
-        assert!(empty.to_string().starts_with("DB_PASSWORD_FILE ("), "{empty}");
+        assert!(
+            empty.to_string().starts_with("DB_PASSWORD_FILE ("),
+            "{empty}"
+        );
 
         let missing = resolve_secret("KAFKA_SASL_PASSWORD", None, Some(&dir.join("nope")));
         let missing = missing.unwrap_err().to_string();
         assert!(
-            missing.starts_with("cannot read KAFKA_SASL_PASSWORD_FILE (") && missing.contains("nope"),
+            missing.starts_with("cannot read KAFKA_SASL_PASSWORD_FILE (")
+                && missing.contains("nope"),
             "{missing}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

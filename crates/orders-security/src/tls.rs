@@ -6,7 +6,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 /// How much of the server's certificate is checked (libpq's `sslmode` levels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +133,10 @@ pub fn client_config(verify: Verify, files: &TlsFiles) -> Result<ClientConfig, T
     }
 }
 
-fn certificates(path: &Path, setting: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certificates(
+    path: &Path,
+    setting: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let read = |e: rustls::pki_types::pem::Error| TlsError::Read {
         setting,
         path: path.to_owned(),

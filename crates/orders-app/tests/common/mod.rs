@@ -40,7 +40,9 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         orders_app::telemetry::init("info", orders_app::config::LogFormat::Text);
     }
-    let repo = PgRepository::connect(&settings.postgres().unwrap()).await.unwrap();
+    let repo = PgRepository::connect(&settings.postgres().unwrap())
+        .await
+        .unwrap();
     let app = Application::build(settings.clone())
         .await
         .expect("app builds");
@@ -108,7 +110,10 @@ pub fn start_binary(settings: &Settings, port: u16) -> Service {
             .env("DB_HOST", &settings.db_host)
             .env("DB_PORT", settings.db_port.to_string())
             .env("DB_USER", &settings.db_user)
-            .env("DB_PASSWORD", settings.postgres().unwrap().password.expose())
+            .env(
+                "DB_PASSWORD",
+                settings.postgres().unwrap().password.expose(),
+            )
             .env("DB_NAME", &settings.db_name)
             .env("KAFKA_BROKER", &settings.kafka_broker)
             .env("KAFKA_TOPIC", &settings.kafka_topic)
