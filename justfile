@@ -10,7 +10,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 export DB_HOST := env("DB_HOST", "localhost")
 export DB_PORT := env("DB_PORT", "5432")
 export DB_USER := env("DB_USER", "postgres")
-export DB_PASSWORD := env("DB_PASSWORD", "postgres")
+# DB_PASSWORD is not exported with a default: the service takes DB_PASSWORD_FILE instead (and
+# refuses both), and scripts/lib.sh defaults it for the scripts.
 export DB_NAME := env("DB_NAME", "orders_db")
 export KAFKA_BROKER := env("KAFKA_BROKER", "localhost:9092")
 export KAFKA_TOPIC := env("KAFKA_TOPIC", "orders")

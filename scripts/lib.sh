@@ -35,10 +35,18 @@ load_config() {
 }
 
 load_config
-: "${DB_HOST:=localhost}" "${DB_PORT:=5432}" "${DB_USER:=postgres}"
-: "${DB_PASSWORD:=postgres}" "${DB_NAME:=orders_db}"
+: "${DB_HOST:=localhost}" "${DB_PORT:=5432}" "${DB_USER:=postgres}" "${DB_NAME:=orders_db}"
 : "${KAFKA_BROKER:=localhost:9092}" "${KAFKA_TOPIC:=orders}" "${HTTP_PORT:=8081}"
-export DB_HOST DB_PORT DB_USER DB_PASSWORD DB_NAME KAFKA_BROKER KAFKA_TOPIC HTTP_PORT
+export DB_HOST DB_PORT DB_USER DB_NAME KAFKA_BROKER KAFKA_TOPIC HTTP_PORT
+# With DB_PASSWORD_FILE (and no DB_PASSWORD) the scripts read the password for their own psql
+# calls but do not export it: the service reads the file itself and refuses both at once.
+if [[ -z "${DB_PASSWORD+set}" && -n "${DB_PASSWORD_FILE:-}" ]]; then
+  DB_PASSWORD="$(cat "$DB_PASSWORD_FILE")" || die "cannot read DB_PASSWORD_FILE ($DB_PASSWORD_FILE)"
+  DB_PASSWORD="${DB_PASSWORD%$'\n'}"
+else
+  : "${DB_PASSWORD:=postgres}"
+  export DB_PASSWORD
+fi
 
 # True when something accepts TCP connections at host:port.
 port_open() {

@@ -140,7 +140,8 @@ pub struct Settings {
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool_size: u32,
-    /// Seconds to keep retrying the database at start-up before giving up.
+    /// Seconds to keep retrying the database at start-up before giving up (a refusal waiting
+    /// cannot fix, such as a password, a certificate or pg_hba.conf, ends the start at once).
     #[arg(long, env = "DB_STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub db_startup_timeout_secs: u64,
     /// Longest a statement may run, in seconds (PostgreSQL's statement_timeout); a call that
