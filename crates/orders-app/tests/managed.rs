@@ -145,20 +145,46 @@ async fn wait_for_order(base: &str, uid: &str, log: &Path) {
     }
 }
 
+/// Kafka over TLS only (`SSL`), through the stunnel in front of a plain tansu.
+fn ssl_env(c: &mut Command, s: &SecureStack, topic: &str) {
+    c.env("KAFKA_TOPIC", topic)
+        .env("KAFKA_BROKER", s.get("SECURE_KAFKA_TLS"))
+        .env("KAFKA_SECURITY_PROTOCOL", "SSL")
+        .env("KAFKA_SSL_CA_LOCATION", s.get("SECURE_CA"));
+}
+
 #[tokio::test]
 async fn the_service_ingests_over_sasl_ssl_into_tls_postgres_with_only_settings_changed() {
     let s = SecureStack::load();
+    ingests_with(&s, "sasl-ssl", &|c: &mut Command, topic: &str| {
+        sasl_env(c, &s, topic, true, None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_service_ingests_over_ssl_into_tls_postgres() {
+    let s = SecureStack::load();
+    ingests_with(&s, "ssl", &|c: &mut Command, topic: &str| {
+        ssl_env(c, &s, topic)
+    })
+    .await;
+}
+
+/// `orders` and `orders-producer` with `kafka` applied to both (and the TLS-only PostgreSQL):
+/// six orders go in and are served.
+async fn ingests_with(s: &SecureStack, name: &str, kafka: &dyn Fn(&mut Command, &str)) {
     let db = create_test_database_on(s.postgres()).await;
     let topic = format!(
         "test-managed-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    let dir = scratch("ingest");
+    let dir = scratch(name);
     let log = dir.join("orders.log");
     let port = free_port();
     let mut orders = command(env!("CARGO_BIN_EXE_orders"), &dir);
-    secure_db_env(&mut orders, &s, &db.dbname);
-    sasl_env(&mut orders, &s, &topic, true, None);
+    secure_db_env(&mut orders, s, &db.dbname);
+    kafka(&mut orders, &topic);
     let _service = common::Service(
         orders
             .env("CREATE_TOPIC", "true")
@@ -175,7 +201,7 @@ async fn the_service_ingests_over_sasl_ssl_into_tls_postgres_with_only_settings_
     let deadline = Instant::now() + Duration::from_secs(60);
     let out = loop {
         let mut producer = command(&producer_bin(), &dir);
-        sasl_env(&mut producer, &s, &topic, true, None);
+        kafka(&mut producer, &topic);
         let out = producer
             .args(["--count", "5", "--prefix", "managed-", "--wait-secs", "5"])
             .output()
@@ -190,7 +216,7 @@ async fn the_service_ingests_over_sasl_ssl_into_tls_postgres_with_only_settings_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "orders-producer: {stdout}\n{stderr}");
     assert!(stdout.contains("6 messages in"), "{stdout}");
-    assert_no_secret(&s, &format!("{stdout}{stderr}"), &[]);
+    assert_no_secret(s, &format!("{stdout}{stderr}"), &[]);
 
     wait_for_order(&base, "b563feb7b2b84b6test", &log).await;
     wait_for_order(&base, "managed-4", &log).await;
@@ -216,7 +242,7 @@ async fn the_service_ingests_over_sasl_ssl_into_tls_postgres_with_only_settings_
         .unwrap()
         .get(0);
     assert!(ssl, "every connection of the service is encrypted");
-    assert_no_secret(&s, &read_log(&log), &[]);
+    assert_no_secret(s, &read_log(&log), &[]);
 }
 
 #[tokio::test]
