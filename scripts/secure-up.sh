@@ -173,23 +173,31 @@ start_tansu() {
 # ensure_tansu name listen_port advertised_port auth(0|1)
 ensure_tansu() {
   local name="$1" port="$2" advertised="$3" auth="$4" dir="$SEC/$1"
-  if pid_alive "$dir/tansu.pid" tansu && port_open 127.0.0.1 "$port"; then
+  # users.done holds a checksum of the passwords the users were made with: new passwords (a
+  # deleted secrets/) mean a new broker store.
+  local stamp fresh=1
+  stamp="$(cat "$SECRETS"/kafka-scram*-password | cksum)"
+  (( auth )) && [[ "$(cat "$dir/users.done" 2>/dev/null)" != "$stamp" ]] && fresh=0
+  if (( fresh )) && pid_alive "$dir/tansu.pid" tansu && port_open 127.0.0.1 "$port"; then
     log "tansu $name runs (127.0.0.1:$port, advertised localhost:$advertised)"
     return 0
   fi
   stop_pidfile "$dir/tansu.pid" tansu "tansu $name" 2>/dev/null
   port_open 127.0.0.1 "$port" && die "something else listens on 127.0.0.1:$port (set SECURE_PORT_BASE to another base)"
-  if (( auth )) && [[ ! -f "$dir/users.done" ]]; then
+  if (( ! fresh )); then
+    rm -rf "$dir/data"
     # tansu creates users only while it runs without --authentication, advertising the port
     # its CLI can reach.
     log "tansu $name: creating the SCRAM users (started without --authentication once)"
     start_tansu "$name" "$port" "$port"
     "$TANSU" user create orders256 "$(cat "$SECRETS/kafka-scram256-password")" \
-      --mechanism scram256 --broker "tcp://127.0.0.1:$port" >> "$dir/tansu.log" 2>&1
+      --mechanism scram256 --broker "tcp://127.0.0.1:$port" >> "$dir/tansu.log" 2>&1 ||
+      die "tansu user create failed (log: $dir/tansu.log)"
     "$TANSU" user create orders512 "$(cat "$SECRETS/kafka-scram512-password")" \
-      --mechanism scram512 --broker "tcp://127.0.0.1:$port" >> "$dir/tansu.log" 2>&1
+      --mechanism scram512 --broker "tcp://127.0.0.1:$port" >> "$dir/tansu.log" 2>&1 ||
+      die "tansu user create failed (log: $dir/tansu.log)"
     stop_pidfile "$dir/tansu.pid" tansu "tansu $name" 2>/dev/null
-    touch "$dir/users.done"
+    printf '%s\n' "$stamp" > "$dir/users.done"
   fi
   if (( auth )); then
     start_tansu "$name" "$port" "$advertised" --authentication
