@@ -10,7 +10,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 export DB_HOST := env("DB_HOST", "localhost")
 export DB_PORT := env("DB_PORT", "5432")
 export DB_USER := env("DB_USER", "postgres")
-export DB_PASSWORD := env("DB_PASSWORD", "postgres")
+# DB_PASSWORD is not exported with a default: the service takes DB_PASSWORD_FILE instead (and
+# refuses both), and scripts/lib.sh defaults it for the scripts.
 export DB_NAME := env("DB_NAME", "orders_db")
 export KAFKA_BROKER := env("KAFKA_BROKER", "localhost:9092")
 export KAFKA_TOPIC := env("KAFKA_TOPIC", "orders")
@@ -48,11 +49,19 @@ broker-down:
 # Start PostgreSQL and the Kafka broker
 stack-up: db-up broker-up
 
-# Stop the Kafka broker and PostgreSQL
-stack-down: broker-down db-down
+# Stop the Kafka broker and PostgreSQL (and the TLS/SASL test servers)
+stack-down: secure-down broker-down db-down
 
-# Start the stack and install what the tests need (Chromium, Python Kafka clients)
-test-deps: stack-up browser-deps python-deps
+# Start the TLS/SASL test servers in .local/secure: TLS-only PostgreSQL, tansu behind stunnel, tansu with SCRAM
+secure-up:
+    scripts/secure-up.sh
+
+# Stop the TLS/SASL test servers (data, certificates and secrets stay in .local/secure)
+secure-down:
+    scripts/secure-down.sh
+
+# Start the stack and install what the tests need (TLS/SASL servers, Chromium, Python Kafka clients)
+test-deps: stack-up secure-up browser-deps python-deps
 
 # Install chromium and chromedriver when missing
 browser-deps:

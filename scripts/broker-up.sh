@@ -6,39 +6,16 @@
 #
 # Environment (defaults; config.env at the repo root may set them):
 #   KAFKA_BROKER=localhost:9092 KAFKA_TOPIC=orders KAFKA_PARTITIONS=3
-#   ORDERS_TOOLS_DIR=$HOME/.cache/orders/tools
+#   ORDERS_TOOLS_DIR=$HOME/.cache/orders/tools (where install_tansu in lib.sh puts tansu)
 set -euo pipefail
 LOG_TAG=broker-up
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TANSU_VERSION=0.6.0
-TOOLS="${ORDERS_TOOLS_DIR:-$HOME/.cache/orders/tools}"
-TANSU="$TOOLS/bin/tansu"
 TANSU_DIR="$LOCAL_DIR/tansu"
 PID_FILE="$TANSU_DIR/tansu.pid"
 LOG_FILE="$TANSU_DIR/tansu.log"
 PARTITIONS="${KAFKA_PARTITIONS:-3}"
 parse_broker
-
-install_tansu() {
-  [[ -x "$TANSU" ]] && return 0
-  mkdir -p "$TOOLS"
-  exec 9> "$TOOLS/.tansu-install.lock"
-  if ! flock -n 9; then
-    log "another tansu install into $TOOLS is running; waiting for it"
-    flock 9
-  fi
-  if [[ ! -x "$TANSU" ]]; then
-    command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust with rustup first); needed to install tansu"
-    command -v cc >/dev/null 2>&1 || apt_install build-essential pkg-config
-    log "installing the tansu $TANSU_VERSION broker into $TOOLS (cargo install, once; takes about 10 minutes on 2 cores)"
-    # From the repo root, so rust-toolchain.toml picks the toolchain.
-    (cd "$ROOT" && cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql --root "$TOOLS")
-    [[ -x "$TANSU" ]] || die "cargo install finished but $TANSU is missing"
-    log "tansu installed: $TANSU"
-  fi
-  exec 9>&-
-}
 
 ensure_topic() {
   local url="tcp://$BROKER_HOST:$BROKER_PORT" out rc=0

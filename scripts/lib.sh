@@ -35,10 +35,18 @@ load_config() {
 }
 
 load_config
-: "${DB_HOST:=localhost}" "${DB_PORT:=5432}" "${DB_USER:=postgres}"
-: "${DB_PASSWORD:=postgres}" "${DB_NAME:=orders_db}"
+: "${DB_HOST:=localhost}" "${DB_PORT:=5432}" "${DB_USER:=postgres}" "${DB_NAME:=orders_db}"
 : "${KAFKA_BROKER:=localhost:9092}" "${KAFKA_TOPIC:=orders}" "${HTTP_PORT:=8081}"
-export DB_HOST DB_PORT DB_USER DB_PASSWORD DB_NAME KAFKA_BROKER KAFKA_TOPIC HTTP_PORT
+export DB_HOST DB_PORT DB_USER DB_NAME KAFKA_BROKER KAFKA_TOPIC HTTP_PORT
+# With DB_PASSWORD_FILE (and no DB_PASSWORD) the scripts read the password for their own psql
+# calls but do not export it: the service reads the file itself and refuses both at once.
+if [[ -z "${DB_PASSWORD+set}" && -n "${DB_PASSWORD_FILE:-}" ]]; then
+  DB_PASSWORD="$(cat "$DB_PASSWORD_FILE")" || die "cannot read DB_PASSWORD_FILE ($DB_PASSWORD_FILE)"
+  DB_PASSWORD="${DB_PASSWORD%$'\n'}"
+else
+  : "${DB_PASSWORD:=postgres}"
+  export DB_PASSWORD
+fi
 
 # True when something accepts TCP connections at host:port.
 port_open() {
@@ -133,4 +141,30 @@ stop_pidfile() {
   fi
   rm -f "$pidfile"
   log "$what stopped"
+}
+
+# The tansu broker binary, installed once with cargo into ORDERS_TOOLS_DIR (used by
+# broker-up.sh and secure-up.sh).
+TANSU_VERSION=0.6.0
+TOOLS="${ORDERS_TOOLS_DIR:-$HOME/.cache/orders/tools}"
+TANSU="$TOOLS/bin/tansu"
+
+install_tansu() {
+  [[ -x "$TANSU" ]] && return 0
+  mkdir -p "$TOOLS"
+  exec 9> "$TOOLS/.tansu-install.lock"
+  if ! flock -n 9; then
+    log "another tansu install into $TOOLS is running; waiting for it"
+    flock 9
+  fi
+  if [[ ! -x "$TANSU" ]]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust with rustup first); needed to install tansu"
+    command -v cc >/dev/null 2>&1 || apt_install build-essential pkg-config
+    log "installing the tansu $TANSU_VERSION broker into $TOOLS (cargo install, once; takes about 10 minutes on 2 cores)"
+    # From the repo root, so rust-toolchain.toml picks the toolchain.
+    (cd "$ROOT" && cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql --root "$TOOLS")
+    [[ -x "$TANSU" ]] || die "cargo install finished but $TANSU is missing"
+    log "tansu installed: $TANSU"
+  fi
+  exec 9>&-
 }

@@ -11,7 +11,7 @@ use crate::startup::connect_database;
 
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     connect_database(settings).await?;
-    println!("migrations applied to {}", settings.postgres().display());
+    println!("migrations applied to {}", settings.postgres()?.display());
     Ok(())
 }
 
@@ -33,7 +33,7 @@ fn excerpt(r: &RejectedMessage) -> String {
 pub async fn partitions(settings: &Settings) -> anyhow::Result<()> {
     use orders_domain::OrderSource;
     let repo = connect_database(settings).await?;
-    let kafka = settings.kafka();
+    let kafka = settings.kafka()?;
     let source = orders_kafka::KafkaSource::connect(kafka.clone()).await?;
     let partitions = source.partitions().await?;
     let stored = repo.stored_offsets(&kafka.topic).await?;

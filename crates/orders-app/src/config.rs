@@ -3,8 +3,13 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use orders_domain::RejectReason;
+use orders_kafka::KafkaSecurityArgs;
+use orders_postgres::SslMode;
+use orders_security::{Secret, resolve_secret};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +62,24 @@ pub enum RejectedCommand {
     },
 }
 
+/// Settings that cannot be used as given. Names the setting, never a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Secret(#[from] orders_security::SecretError),
+    #[error(transparent)]
+    Postgres(#[from] orders_postgres::PgError),
+    #[error(transparent)]
+    Kafka(#[from] orders_kafka::KafkaError),
+}
+
+fn parse_sslmode(s: &str) -> Result<SslMode, String> {
+    SslMode::parse(s).ok_or_else(|| {
+        let all: Vec<_> = SslMode::ALL.iter().map(|m| m.as_str()).collect();
+        format!("one of: {}", all.join(", "))
+    })
+}
+
 fn parse_reason(s: &str) -> Result<RejectReason, String> {
     RejectReason::parse(s).ok_or_else(|| {
         let all: Vec<_> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
@@ -81,22 +104,44 @@ pub struct Settings {
     /// PostgreSQL user.
     #[arg(long, env = "DB_USER", default_value = "postgres")]
     pub db_user: String,
-    /// PostgreSQL password.
-    #[arg(
-        long,
-        env = "DB_PASSWORD",
-        default_value = "postgres",
-        hide_default_value = true,
-        hide_env_values = true
-    )]
-    pub db_password: String,
+    /// PostgreSQL password (when neither it nor DB_PASSWORD_FILE is set: the local stack's,
+    /// `postgres`).
+    #[arg(long, env = "DB_PASSWORD", hide_env_values = true)]
+    pub db_password: Option<Secret>,
+    /// A file holding the PostgreSQL password (a mounted secret), instead of DB_PASSWORD.
+    #[arg(long, env = "DB_PASSWORD_FILE")]
+    pub db_password_file: Option<PathBuf>,
     /// PostgreSQL database.
     #[arg(long, env = "DB_NAME", default_value = "orders_db")]
     pub db_name: String,
+    /// TLS to PostgreSQL, as libpq's sslmode: disable, prefer (TLS if offered), require
+    /// (TLS, certificate not checked), verify-ca (signed by DB_SSLROOTCERT), verify-full (and
+    /// naming DB_HOST).
+    #[arg(long, env = "DB_SSLMODE", default_value = "prefer", value_parser = parse_sslmode)]
+    pub db_sslmode: SslMode,
+    /// CA certificates (PEM) that sign the server's certificate; unset or `system`: the
+    /// system's roots. With prefer or require it makes libpq (and this service) check the chain.
+    #[arg(long, env = "DB_SSLROOTCERT")]
+    pub db_sslrootcert: Option<PathBuf>,
+    /// Client certificate (PEM) for certificate authentication, with DB_SSLKEY.
+    #[arg(long, env = "DB_SSLCERT")]
+    pub db_sslcert: Option<PathBuf>,
+    /// Private key (PEM) of DB_SSLCERT.
+    #[arg(long, env = "DB_SSLKEY")]
+    pub db_sslkey: Option<PathBuf>,
+    /// A libpq URL (postgres://user:password@host:port/dbname?sslmode=…&sslrootcert=…),
+    /// instead of DB_HOST, DB_PORT, DB_USER, DB_PASSWORD and DB_NAME: what it sets wins, what
+    /// it leaves out comes from them.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+    /// A file holding DATABASE_URL (a mounted secret).
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool_size: u32,
-    /// Seconds to keep retrying the database at start-up before giving up.
+    /// Seconds to keep retrying the database at start-up before giving up (a refusal waiting
+    /// cannot fix, such as a password, a certificate or pg_hba.conf, ends the start at once).
     #[arg(long, env = "DB_STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub db_startup_timeout_secs: u64,
     /// Longest a statement may run, in seconds (PostgreSQL's statement_timeout); a call that
@@ -110,6 +155,8 @@ pub struct Settings {
     /// Topic to consume orders from.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "orders")]
     pub kafka_topic: String,
+    #[command(flatten)]
+    pub kafka_security: KafkaSecurityArgs,
     /// Create the topic when missing (development; off in production, where a missing topic is an error and a retry).
     #[arg(long, env = "CREATE_TOPIC", default_value_t = false)]
     pub create_topic: bool,
@@ -182,17 +229,41 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn postgres(&self) -> orders_postgres::PgConfig {
-        orders_postgres::PgConfig {
+    /// The PostgreSQL settings: `DB_*`, then what `DATABASE_URL` says; secrets from their
+    /// `_FILE`s.
+    pub fn postgres(&self) -> Result<orders_postgres::PgConfig, SettingsError> {
+        let password = resolve_secret(
+            "DB_PASSWORD",
+            self.db_password.as_ref(),
+            self.db_password_file.as_deref(),
+        )?
+        .unwrap_or_else(|| Secret::new("postgres"));
+        let config = orders_postgres::PgConfig {
             host: self.db_host.clone(),
             port: self.db_port,
             user: self.db_user.clone(),
-            password: self.db_password.clone(),
+            password,
             dbname: self.db_name.clone(),
             pool_size: self.db_pool_size as usize,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(self.db_statement_timeout_secs),
-        }
+            tls: orders_postgres::PgTls {
+                mode: self.db_sslmode,
+                root_cert: self.db_sslrootcert.clone(),
+                client_cert: self.db_sslcert.clone(),
+                client_key: self.db_sslkey.clone(),
+                require_channel_binding: false,
+            },
+        };
+        let url = resolve_secret(
+            "DATABASE_URL",
+            self.database_url.as_ref(),
+            self.database_url_file.as_deref(),
+        )?;
+        Ok(match url {
+            Some(url) => config.with_url(&url)?,
+            None => config,
+        })
     }
 
     /// The ingest use case with this configuration's limits.
@@ -206,8 +277,8 @@ impl Settings {
             .with_rejected_payload_max_bytes(self.rejected_payload_max_bytes)
     }
 
-    pub fn kafka(&self) -> orders_kafka::KafkaConfig {
-        orders_kafka::KafkaConfig {
+    pub fn kafka(&self) -> Result<orders_kafka::KafkaConfig, SettingsError> {
+        Ok(orders_kafka::KafkaConfig {
             brokers: self
                 .kafka_broker
                 .split(',')
@@ -218,8 +289,9 @@ impl Settings {
             fetch_max_bytes: self.fetch_max_bytes,
             fetch_max_wait: Duration::from_millis(self.fetch_max_wait_ms),
             create_topic_partitions: self.create_topic.then_some(self.kafka_partitions),
+            security: self.kafka_security.resolve()?,
             ..orders_kafka::KafkaConfig::default()
-        }
+        })
     }
 
     /// Defaults plus the environment, for tests and embedding (no flags).
@@ -256,10 +328,10 @@ pub fn default_cache_max_bytes() -> u64 {
 
 impl Settings {
     /// The pool for reads: the same database as [`Self::postgres`], its own size.
-    pub fn postgres_read(&self) -> orders_postgres::PgConfig {
-        orders_postgres::PgConfig {
+    pub fn postgres_read(&self) -> Result<orders_postgres::PgConfig, SettingsError> {
+        Ok(orders_postgres::PgConfig {
             pool_size: self.db_read_pool_size as usize,
-            ..self.postgres()
-        }
+            ..self.postgres()?
+        })
     }
 }

@@ -31,6 +31,8 @@ pub struct Application {
     query: QueryService,
     ingest: IngestService,
     source: Arc<OnceCell<Arc<KafkaSource>>>,
+    kafka: orders_kafka::KafkaConfig,
+    kafka_error: Arc<std::sync::Mutex<Option<String>>>,
     consumer_metrics: ConsumerMetrics,
     /// This replica's id among the topic's consumers (partition leases, cache sync).
     member_id: String,
@@ -64,6 +66,8 @@ struct AppReadiness {
     repo: PgRepository,
     cache: Arc<DashCache>,
     source: Arc<OnceCell<Arc<KafkaSource>>>,
+    /// Why the last attempt to connect to the brokers failed, for `/readyz`.
+    kafka_error: Arc<std::sync::Mutex<Option<String>>>,
     consume: bool,
     assignment: Assignment,
 }
@@ -84,12 +88,22 @@ impl Readiness for AppReadiness {
         // Reads need no broker: an unreachable one degrades ingestion, not readiness.
         if self.consume {
             checks.push(match self.source.get() {
-                None => Check {
-                    name: "kafka",
-                    ok: false,
-                    required: false,
-                    reason: Some("not connected to the broker yet".into()),
-                },
+                None => {
+                    let last = self
+                        .kafka_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    Check {
+                        name: "kafka",
+                        ok: false,
+                        required: false,
+                        reason: Some(match last {
+                            Some(e) => format!("not connected to the broker yet: {e}"),
+                            None => "not connected to the broker yet".into(),
+                        }),
+                    }
+                }
                 Some(source) => probe("kafka", false, source.partitions()).await,
             });
         }
@@ -182,11 +196,13 @@ impl prometheus::core::Collector for PoolCollector {
 
 /// Connects to PostgreSQL (and migrates), retrying until `timeout`.
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgRepository> {
-    let config = settings.postgres();
+    let config = settings.postgres()?;
     let deadline = Instant::now() + Duration::from_secs(settings.db_startup_timeout_secs);
     loop {
         match PgRepository::connect(&config).await {
             Ok(repo) => return Ok(repo),
+            // Credentials, TLS and the server's rules do not change by waiting: say so now.
+            Err(e) if e.is_permanent() => return Err(e.into()),
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(error = %e, "database not available yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -214,7 +230,7 @@ impl Application {
             repo
         };
         // Same database, already migrated and reachable: connections are made on first use.
-        let read_repo = PgRepository::connect_lazy(&settings.postgres_read())
+        let read_repo = PgRepository::connect_lazy(&settings.postgres_read()?)
             .context("building the read pool")?;
         let cache = Arc::new(DashCache::with_max_bytes(
             usize::try_from(settings.cache_capacity).unwrap_or(usize::MAX),
@@ -239,12 +255,21 @@ impl Application {
             )?))
             .context("registering pool metrics")?;
 
+        // Settings that cannot work fail the start, before anything listens (the broker's only
+        // when consuming: a read-only instance never connects to it).
+        let kafka = if settings.consume {
+            settings.kafka()?
+        } else {
+            orders_kafka::KafkaConfig::default()
+        };
         let source = Arc::new(OnceCell::new());
         let assignment = Assignment::default();
+        let kafka_error = Arc::new(std::sync::Mutex::new(None));
         let readiness = Arc::new(AppReadiness {
             repo: read_repo.clone(),
             cache: cache.clone(),
             source: source.clone(),
+            kafka_error: kafka_error.clone(),
             consume: settings.consume,
             assignment: assignment.clone(),
         });
@@ -273,6 +298,8 @@ impl Application {
             query,
             ingest,
             source,
+            kafka,
+            kafka_error,
             consumer_metrics,
             member_id,
             assignment,
@@ -304,6 +331,8 @@ impl Application {
             query,
             ingest,
             source,
+            kafka,
+            kafka_error,
             consumer_metrics,
             member_id,
             assignment,
@@ -318,7 +347,7 @@ impl Application {
         let nudge = Arc::new(tokio::sync::Notify::new());
         let sync_task = spawn_announcements(
             query.clone(),
-            CommitListener::new(settings.postgres(), &member_id),
+            CommitListener::new(settings.postgres()?, &member_id),
             nudge.clone(),
             &settings.kafka_topic,
             settings.cache_sync,
@@ -328,14 +357,19 @@ impl Application {
         let consumer_task = spawn_background(
             query,
             ingest,
-            source,
+            Kafka {
+                config: kafka,
+                source,
+                last_error: kafka_error,
+                consume: settings.consume,
+            },
             Background {
                 metrics: consumer_metrics,
                 leases: Arc::new(leases),
                 assignment,
                 nudge,
+                lease_ttl: Duration::from_secs(settings.lease_ttl_secs),
             },
-            &settings,
             shutdown_tx.subscribe(),
         );
 
@@ -416,20 +450,36 @@ struct Background {
     leases: Arc<PgLeases>,
     assignment: Assignment,
     nudge: Arc<tokio::sync::Notify>,
+    lease_ttl: Duration,
 }
+
+/// What the background task needs to reach the brokers.
+struct Kafka {
+    config: orders_kafka::KafkaConfig,
+    source: Arc<OnceCell<Arc<KafkaSource>>>,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
+    consume: bool,
+}
+
+/// Between connection attempts the brokers refused for good (credentials, TLS): long enough
+/// not to hammer them, short enough to pick up a fix made on their side.
+const PERMANENT_RETRY_FIRST: Duration = Duration::from_secs(30);
+const PERMANENT_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// Warm-up, then (if enabled) connecting to Kafka and consuming, all stoppable by `shutdown`.
 fn spawn_background(
     query: QueryService,
     ingest: IngestService,
-    source_cell: Arc<OnceCell<Arc<KafkaSource>>>,
+    kafka_parts: Kafka,
     background: Background,
-    settings: &Settings,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let lease_ttl = Duration::from_secs(settings.lease_ttl_secs);
-    let kafka = settings.kafka();
-    let consume = settings.consume;
+    let Kafka {
+        config: kafka,
+        source: source_cell,
+        last_error,
+        consume,
+    } = kafka_parts;
     tokio::spawn(async move {
         // Warm-up first: orders ingested meanwhile would otherwise be evicted by older ones.
         loop {
@@ -451,6 +501,7 @@ fn spawn_background(
         if !consume {
             return;
         }
+        let mut permanent_wait = PERMANENT_RETRY_FIRST;
         let source = loop {
             let attempt = async {
                 let s = KafkaSource::connect(kafka.clone()).await?;
@@ -461,21 +512,41 @@ fn spawn_background(
                 r = attempt => r,
                 _ = shutdown.wait_for(|s| *s) => return,
             };
-            match result {
+            let wait = match result {
                 Ok(s) => break Arc::new(s),
+                Err(e) if e.is_permanent() => {
+                    let wait = permanent_wait;
+                    permanent_wait = (permanent_wait * 2).min(PERMANENT_RETRY_MAX);
+                    tracing::error!(
+                        error = %e,
+                        retry_in_secs = wait.as_secs(),
+                        "Kafka refused the connection; retrying would not help until the setting named above is fixed"
+                    );
+                    *last_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
+                    wait
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Kafka not available; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = shutdown.wait_for(|s| *s) => return,
-                    }
+                    *last_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
+                    Duration::from_secs(2)
                 }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
             }
         };
+        *last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let _ = source_cell.set(source.clone());
         let dyn_source: Arc<dyn OrderSource> = source;
         let config = ConsumerConfig {
-            lease_ttl,
+            lease_ttl: background.lease_ttl,
             ..ConsumerConfig::default()
         };
         Consumer::new(dyn_source, ingest, config)

@@ -84,7 +84,7 @@ async fn cache_stats_change_as_expected() {
 #[tokio::test]
 async fn warm_up_loads_stored_orders_before_ready() {
     let settings = common::test_settings(None).await;
-    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres().unwrap())
         .await
         .unwrap();
     common::store_orders(

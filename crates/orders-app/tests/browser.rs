@@ -59,6 +59,9 @@ async fn browser() -> (Driver, Client) {
             ]
         }
     });
+    // The workspace builds rustls with ring (the adapters' provider) and fantoccini brings
+    // aws-lc-rs: with both, rustls cannot pick the process default on its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = ClientBuilder::rustls()
         .unwrap()
         .capabilities(caps.as_object().unwrap().clone())

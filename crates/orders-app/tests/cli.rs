@@ -19,7 +19,10 @@ fn orders(settings: &orders_app::Settings, args: &[&str]) -> Output {
         .env("DB_HOST", &settings.db_host)
         .env("DB_PORT", settings.db_port.to_string())
         .env("DB_USER", &settings.db_user)
-        .env("DB_PASSWORD", &settings.db_password)
+        .env(
+            "DB_PASSWORD",
+            settings.postgres().unwrap().password.expose(),
+        )
         .env("DB_NAME", &settings.db_name)
         .env("LOG_LEVEL", "warn")
         .stdout(std::process::Stdio::piped())
@@ -52,7 +55,7 @@ fn stdout(out: &Output) -> String {
 #[tokio::test]
 async fn rejected_list_counts_and_replay() {
     let settings = common::test_settings(None).await;
-    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres().unwrap())
         .await
         .unwrap();
     let stored = generated_order("cli-", 1, 1);
@@ -128,10 +131,10 @@ async fn rejected_list_counts_and_replay() {
 #[tokio::test]
 async fn replay_goes_past_a_row_the_database_refuses() {
     let settings = common::test_settings(None).await;
-    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres().unwrap())
         .await
         .unwrap();
-    let sql = orders_postgres::testing::sql_client(&settings.postgres()).await;
+    let sql = orders_postgres::testing::sql_client(&settings.postgres().unwrap()).await;
     sql.batch_execute(
         "ALTER TABLE orders ADD CONSTRAINT test_refuses CHECK (customer_id <> 'refuse me')",
     )
@@ -186,7 +189,7 @@ async fn replay_goes_past_a_row_the_database_refuses() {
 #[tokio::test]
 async fn rejected_list_escapes_control_characters_and_pages() {
     let settings = common::test_settings(None).await;
-    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres().unwrap())
         .await
         .unwrap();
     let hostile = b"\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\n".to_vec();
@@ -245,12 +248,12 @@ async fn partitions_shows_owner_lease_stored_offset_high_watermark_and_lag() {
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     let settings = common::test_settings(Some(&topic)).await;
-    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres().unwrap())
         .await
         .unwrap();
     let producer = orders_kafka::OrderProducer::connect(&orders_kafka::KafkaConfig {
         create_topic_partitions: Some(3),
-        ..settings.kafka()
+        ..settings.kafka().unwrap()
     })
     .await
     .unwrap();
@@ -281,7 +284,7 @@ async fn partitions_shows_owner_lease_stored_offset_high_watermark_and_lag() {
     gone.claim(&topic, 1).await.unwrap();
     gone.leave(&topic).await.unwrap();
     let expires: chrono::DateTime<chrono::Utc> =
-        orders_postgres::testing::sql_client(&settings.postgres())
+        orders_postgres::testing::sql_client(&settings.postgres().unwrap())
             .await
             .query_one(
                 "SELECT expires_at FROM consumer_members WHERE member_id = 'replica-a'",

@@ -241,6 +241,84 @@ fn compose_references_only_existing_files_and_settings() {
     }
 }
 
+/// `docker-compose.managed.yml`: passwords only as Docker secrets read through the `_FILE`
+/// settings, certificates from a read-only folder, and an example `config.env` that names only
+/// real settings, holds no password and points its certificate paths into that folder.
+#[test]
+fn managed_compose_keeps_secrets_in_files_and_names_real_settings() {
+    let c: Value = serde_norway::from_str(&read("deploy/docker-compose.managed.yml"))
+        .expect("managed compose file parses");
+    let known = setting_vars();
+    let orders = service(&c, "orders");
+    let deploy = root().join("deploy");
+
+    let secrets = c["secrets"].as_mapping().unwrap();
+    let env = orders["environment"].as_mapping().unwrap();
+    for (k, v) in env {
+        let k = k.as_str().unwrap();
+        assert!(known.contains(k), "{k} is not a setting of orders");
+        assert!(
+            !k.ends_with("PASSWORD") && k != "DATABASE_URL",
+            "{k}: a password as a variable"
+        );
+        if k.ends_with("_FILE") {
+            let name = v.as_str().unwrap().strip_prefix("/run/secrets/").unwrap();
+            assert!(
+                secrets.contains_key(name),
+                "{k} reads an undeclared secret {name}"
+            );
+            let file = secrets[name]["file"].as_str().unwrap();
+            assert!(
+                deploy.join(file).parent().unwrap().is_dir(),
+                "the folder of {file} exists"
+            );
+        }
+    }
+    for k in ["DB_PASSWORD_FILE", "KAFKA_SASL_PASSWORD_FILE"] {
+        assert!(env.contains_key(k), "{k}");
+    }
+
+    let mount = orders["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .find(|v| v.contains("/etc/orders/tls"))
+        .expect("a certificate folder");
+    assert!(mount.ends_with(":ro"), "{mount}: read-only");
+    let source = mount.split(':').next().unwrap();
+    assert!(deploy.join(source).is_dir(), "{source}");
+
+    let env_file = orders["env_file"][0].as_str().unwrap();
+    let example = read(&format!("deploy/{env_file}.example"));
+    let mut keys = 0;
+    for line in example.lines().map(str::trim) {
+        let line = line.trim_start_matches("# ");
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if !k.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            continue;
+        }
+        assert!(
+            known.contains(k),
+            "config.env.example: {k} is not a setting"
+        );
+        assert!(
+            !k.ends_with("PASSWORD") && k != "DATABASE_URL",
+            "{k} in config.env"
+        );
+        if v.starts_with('/') {
+            assert!(
+                v.starts_with("/etc/orders/tls/"),
+                "{k}={v}: outside the mounted folder"
+            );
+        }
+        keys += 1;
+    }
+    assert!(keys >= 10, "{keys}");
+}
+
 #[test]
 fn dockerfile_copies_stubs_and_builds_what_the_workspace_has() {
     let docker = read("deploy/Dockerfile");

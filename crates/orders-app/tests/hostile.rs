@@ -28,12 +28,12 @@ async fn a_message_with_a_thousand_long_errors_stays_small_and_does_not_block_it
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     let settings = common::test_settings(Some(&topic)).await;
-    let cfg = settings.postgres();
+    let cfg = settings.postgres().unwrap();
     orders_postgres::PgRepository::connect(&cfg).await.unwrap();
     let sql = orders_postgres::testing::sql_client(&cfg).await;
     let kafka = KafkaConfig {
         create_topic_partitions: Some(3),
-        ..settings.kafka()
+        ..settings.kafka().unwrap()
     };
     let producer = OrderProducer::connect(&kafka).await.unwrap_or_else(|e| {
         panic!(

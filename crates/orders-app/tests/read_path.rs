@@ -19,6 +19,7 @@ fn with_flags(base: &Settings, flags: &[&str]) -> Settings {
     let port = base.db_port.to_string();
     let consume = base.consume.to_string();
     let partitions = base.kafka_partitions.to_string();
+    let password = base.postgres().unwrap().password;
     let mut args = vec![
         "orders",
         "--db-host",
@@ -28,7 +29,7 @@ fn with_flags(base: &Settings, flags: &[&str]) -> Settings {
         "--db-user",
         &base.db_user,
         "--db-password",
-        &base.db_password,
+        password.expose(),
         "--db-name",
         &base.db_name,
         "--db-pool-size",
@@ -84,7 +85,7 @@ async fn wait_metric(app: &common::TestApp, series: &str, at_least: f64) {
 /// A transaction on the app's database that holds `LOCK TABLE {table}` until dropped or
 /// rolled back: reads of that table wait, so misses stay in flight as long as the test wants.
 async fn lock_table(app: &common::TestApp, table: &str) -> tokio_postgres::Client {
-    let client = orders_postgres::testing::sql_client(&app.settings.postgres()).await;
+    let client = orders_postgres::testing::sql_client(&app.settings.postgres().unwrap()).await;
     client
         .batch_execute(&format!(
             "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
@@ -258,7 +259,7 @@ async fn an_order_committed_while_its_miss_is_in_flight_is_never_404() {
         let url = format!("{}/order/late-1", app.base);
         tokio::spawn(async move { reqwest::get(url).await.unwrap().status().as_u16() })
     };
-    let admin = orders_postgres::testing::sql_client(&app.settings.postgres()).await;
+    let admin = orders_postgres::testing::sql_client(&app.settings.postgres().unwrap()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while admin
         .query_one(
@@ -423,7 +424,7 @@ async fn readyz_results_are_cached_for_a_second() {
 async fn the_cache_never_exceeds_its_byte_bound() {
     const MAX: usize = 120_000;
     let base = common::test_settings(None).await;
-    let repo = orders_postgres::PgRepository::connect(&base.postgres())
+    let repo = orders_postgres::PgRepository::connect(&base.postgres().unwrap())
         .await
         .unwrap();
     // About 5 kB of JSON each: 200 of them are eight times the bound.
@@ -533,7 +534,7 @@ async fn ingestion_keeps_committing_during_an_unknown_uid_flood() {
 
     let kafka = orders_kafka::KafkaConfig {
         create_topic_partitions: Some(3),
-        ..app.settings.kafka()
+        ..app.settings.kafka().unwrap()
     };
     let mut producer = orders_kafka::OrderProducer::connect(&kafka)
         .await
@@ -543,7 +544,7 @@ async fn ingestion_keeps_committing_during_an_unknown_uid_flood() {
         .collect();
     producer.send(values).await.unwrap();
 
-    let sql = orders_postgres::testing::sql_client(&app.settings.postgres()).await;
+    let sql = orders_postgres::testing::sql_client(&app.settings.postgres().unwrap()).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = metrics(&app).await;

@@ -110,12 +110,12 @@ async fn topic_of(partitions: i32) -> (Settings, OrderProducer) {
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     let settings = common::test_settings(Some(&topic)).await;
-    orders_postgres::PgRepository::connect(&settings.postgres())
+    orders_postgres::PgRepository::connect(&settings.postgres().unwrap())
         .await
         .unwrap();
     let kafka = KafkaConfig {
         create_topic_partitions: Some(partitions),
-        ..settings.kafka()
+        ..settings.kafka().unwrap()
     };
     let producer = OrderProducer::connect(&kafka).await.unwrap_or_else(|e| {
         panic!(
@@ -176,7 +176,7 @@ async fn even_split(replicas: &[&Replica], partitions: i64) -> Option<Vec<BTreeS
 #[tokio::test]
 async fn three_replicas_split_six_partitions_and_serve_each_others_orders_from_memory() {
     let (settings, producer) = topic_of(6).await;
-    let sql = orders_postgres::testing::sql_client(&settings.postgres()).await;
+    let sql = orders_postgres::testing::sql_client(&settings.postgres().unwrap()).await;
     // The default lease: nothing here needs a fast failover, and a loaded machine must not
     // make a replica miss its heartbeats.
     let replicas: Vec<Replica> = (0..3)
@@ -265,7 +265,7 @@ async fn thirty_thousand_orders_stored_exactly_once_through_joins_stops_crashes_
     const PARTITIONS: i32 = 6;
     let (settings, producer) = topic_of(PARTITIONS).await;
     let topic = settings.kafka_topic.clone();
-    let sql = orders_postgres::testing::sql_client(&settings.postgres()).await;
+    let sql = orders_postgres::testing::sql_client(&settings.postgres().unwrap()).await;
     // Every offset update that moves backwards is recorded here.
     sql.batch_execute(
         "CREATE TABLE offset_regressions (partition int, old bigint, new bigint);
@@ -342,13 +342,15 @@ async fn thirty_thousand_orders_stored_exactly_once_through_joins_stops_crashes_
     let e = Replica::start(&settings); // 7: join
     sending.await.unwrap();
 
-    let kafka = KafkaSource::connect(settings.kafka()).await.unwrap();
+    let kafka = KafkaSource::connect(settings.kafka().unwrap())
+        .await
+        .unwrap();
     let mut watermarks = BTreeMap::new();
     for p in 0..PARTITIONS {
         watermarks.insert(p, kafka.high_watermark(p).await.unwrap());
     }
     assert_eq!(watermarks.values().sum::<i64>(), ORDERS as i64);
-    let repo = orders_postgres::PgRepository::connect(&settings.postgres())
+    let repo = orders_postgres::PgRepository::connect(&settings.postgres().unwrap())
         .await
         .unwrap();
     use orders_domain::OrderRepository;

@@ -53,6 +53,7 @@ fn run_script(env: &[(&str, String)], log: &Path) -> Command {
     let mut cmd = Command::new("bash");
     cmd.arg("scripts/run.sh")
         .current_dir(repo_root())
+        .env_remove("DB_PASSWORD")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -100,12 +101,17 @@ async fn run_script_starts_the_service_and_serves_the_reference_order() {
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     let port = free_port();
+    let password_file =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-script-{topic}.password"));
+    std::fs::write(&password_file, format!("{}\n", db.password.expose())).unwrap();
     let broker = std::env::var("KAFKA_BROKER").unwrap_or_else(|_| "localhost:9092".into());
     let env = [
         ("DB_HOST", db.host.clone()),
         ("DB_PORT", db.port.to_string()),
         ("DB_USER", db.user.clone()),
-        ("DB_PASSWORD", db.password.clone()),
+        // As a deployment keeps it: in a file (the scripts must not hand the service a default
+        // DB_PASSWORD beside it).
+        ("DB_PASSWORD_FILE", password_file.display().to_string()),
         ("DB_NAME", db.dbname.clone()),
         ("KAFKA_BROKER", broker),
         ("KAFKA_TOPIC", topic.clone()),

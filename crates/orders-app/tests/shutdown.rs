@@ -24,12 +24,12 @@ async fn sigterm_during_ingestion_then_restart_stores_everything_once() {
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     let settings = common::test_settings(Some(&topic)).await;
-    let cfg = settings.postgres();
+    let cfg = settings.postgres().unwrap();
     orders_postgres::PgRepository::connect(&cfg).await.unwrap(); // schema in place before polling
     let sql = orders_postgres::testing::sql_client(&cfg).await;
     let kafka = KafkaConfig {
         create_topic_partitions: Some(3),
-        ..settings.kafka()
+        ..settings.kafka().unwrap()
     };
     let mut producer = OrderProducer::connect(&kafka).await.unwrap_or_else(|e| {
         panic!(

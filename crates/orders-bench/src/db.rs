@@ -23,7 +23,7 @@ fn pg(config: &PgConfig) -> tokio_postgres::Config {
     c.host(&config.host)
         .port(config.port)
         .user(&config.user)
-        .password(&config.password)
+        .password(config.password.expose())
         .dbname(&config.dbname)
         .application_name("orders-bench")
         .connect_timeout(config.connect_timeout);

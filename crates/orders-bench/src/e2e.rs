@@ -55,7 +55,7 @@ pub(crate) async fn run(
     let kafka = KafkaConfig {
         topic: topic.clone(),
         create_topic_partitions: Some(base.kafka_partitions),
-        ..base.kafka()
+        ..base.kafka()?
     };
     tracing::info!(%topic, orders = payloads.len(), "end to end: producing");
     let mut producer = OrderProducer::connect(&kafka).await.with_context(|| {

@@ -58,12 +58,13 @@ impl Drop for Replica {
 impl Replica {
     fn start(settings: &Settings, db: &str, topic: &str, ttl: u64) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
+        let pg = settings.postgres()?;
         let child = Command::new(exe)
             .arg("replica")
-            .env("DB_HOST", &settings.db_host)
-            .env("DB_PORT", settings.db_port.to_string())
-            .env("DB_USER", &settings.db_user)
-            .env("DB_PASSWORD", &settings.db_password)
+            .env("DB_HOST", &pg.host)
+            .env("DB_PORT", pg.port.to_string())
+            .env("DB_USER", &pg.user)
+            .env("DB_PASSWORD", pg.password.expose())
             .env("DB_NAME", db)
             .env("KAFKA_BROKER", &settings.kafka_broker)
             .env("KAFKA_TOPIC", topic)
@@ -153,7 +154,7 @@ pub(crate) async fn run(
     let kafka = KafkaConfig {
         topic: topic.clone(),
         create_topic_partitions: Some(PARTITIONS),
-        ..base.kafka()
+        ..base.kafka()?
     };
     let producer = OrderProducer::connect(&kafka)
         .await

@@ -122,7 +122,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn async_main(cli: Cli) -> anyhow::Result<()> {
     if let Some(Command::WarmProbe { count }) = cli.command {
-        let r = warm::probe(&cli.settings.postgres(), count).await?;
+        let r = warm::probe(&cli.settings.postgres()?, count).await?;
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
@@ -133,7 +133,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             .await;
     }
     let started = Instant::now();
-    let admin = cli.settings.postgres();
+    let admin = cli.settings.postgres()?;
     let version: String = db::client(&admin)
         .await
         .context("PostgreSQL not reachable; start it with `just db-up` (or run `just bench`)")?

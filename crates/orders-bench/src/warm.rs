@@ -97,7 +97,7 @@ pub(crate) fn run(config: &PgConfig, count: usize) -> anyhow::Result<WarmResults
         .env("DB_HOST", &config.host)
         .env("DB_PORT", config.port.to_string())
         .env("DB_USER", &config.user)
-        .env("DB_PASSWORD", &config.password)
+        .env("DB_PASSWORD", config.password.expose())
         .env("DB_NAME", &config.dbname)
         .stderr(std::process::Stdio::inherit())
         .output()

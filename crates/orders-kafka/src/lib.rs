@@ -9,6 +9,8 @@
 //! Invariant: no offset is stored except through `IngestService`, after the batch is handed
 //! off; every partition runs independently of the others.
 
+#[cfg(feature = "cli")]
+mod cli;
 mod config;
 mod consumer;
 mod error;
@@ -16,7 +18,9 @@ mod metrics;
 mod producer;
 mod source;
 
-pub use config::KafkaConfig;
+#[cfg(feature = "cli")]
+pub use cli::KafkaSecurityArgs;
+pub use config::{KafkaConfig, KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol};
 pub use consumer::{Assignment, Consumer, ConsumerConfig};
 pub use error::KafkaError;
 pub use metrics::ConsumerMetrics;

@@ -5,12 +5,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use orders_domain::{FetchedBatch, OrderSource, RawMessage, RecordMark, SourceError, StartOffset};
+use orders_security::{TlsFiles, Verify, client_config};
 use rskafka::BackoffConfig;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 
-use crate::config::KafkaConfig;
-use crate::error::{FetchFailed, KafkaError, TimedOut, UndecodableBatch, map_rs};
+use crate::config::{KafkaConfig, SaslMechanism};
+use crate::error::{
+    FetchFailed, KafkaError, TimedOut, UndecodableBatch, connect_error, map_rs, timeout_error,
+};
 
 /// One topic of a Kafka cluster, read partition by partition.
 ///
@@ -35,23 +38,34 @@ impl std::fmt::Debug for KafkaSource {
 }
 
 pub(crate) async fn build_client(config: &KafkaConfig) -> Result<Client, KafkaError> {
-    let brokers = || config.brokers.join(",");
-    let build = ClientBuilder::new(config.brokers.clone())
+    let mut builder = ClientBuilder::new(config.brokers.clone())
         .client_id("orders")
         .backoff_config(BackoffConfig {
             deadline: Some(config.request_deadline),
             ..BackoffConfig::default()
-        })
-        .build();
-    match tokio::time::timeout(config.call_timeout(), build).await {
-        Ok(built) => built.map_err(|source| KafkaError::Connect {
-            brokers: brokers(),
-            source,
-        }),
-        Err(_) => Err(KafkaError::Timeout {
-            brokers: brokers(),
-            after: config.call_timeout(),
-        }),
+        });
+    let security = &config.security;
+    if security.protocol.tls() {
+        // Kafka clients verify the broker's certificate and host name by default.
+        let files = TlsFiles {
+            ca: security.ca_location.clone(),
+            ca_setting: "KAFKA_SSL_CA_LOCATION",
+            ..TlsFiles::default()
+        };
+        builder = builder.tls_config(Arc::new(client_config(Verify::ChainAndHost, &files)?));
+    }
+    if let Some(sasl) = &security.sasl {
+        let credentials =
+            Credentials::new(sasl.username.clone(), sasl.password.expose().to_owned());
+        builder = builder.sasl_config(match sasl.mechanism {
+            SaslMechanism::Plain => SaslConfig::Plain(credentials),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+        });
+    }
+    match tokio::time::timeout(config.call_timeout(), builder.build()).await {
+        Ok(built) => built.map_err(|e| connect_error(config, &e)),
+        Err(_) => Err(timeout_error(config)),
     }
 }
 
@@ -226,10 +240,7 @@ pub(crate) async fn topic_partitions(
     let topic = &config.topic;
     let topics = tokio::time::timeout(config.call_timeout(), client.list_topics())
         .await
-        .map_err(|_| KafkaError::Timeout {
-            brokers: config.brokers.join(","),
-            after: config.call_timeout(),
-        })?
+        .map_err(|_| timeout_error(config))?
         .map_err(|source| KafkaError::Request {
             context: "listing topics",
             source,
@@ -256,10 +267,7 @@ pub(crate) async fn ensure_topic(client: &Client, config: &KafkaConfig) -> Resul
     let create = controller.create_topic(config.topic.clone(), partitions, 1, 5_000);
     let created = tokio::time::timeout(config.call_timeout(), create)
         .await
-        .map_err(|_| KafkaError::Timeout {
-            brokers: config.brokers.join(","),
-            after: config.call_timeout(),
-        })?;
+        .map_err(|_| timeout_error(config))?;
     match created {
         Ok(()) => {
             tracing::info!(topic = %config.topic, partitions, "created topic");

@@ -4,12 +4,24 @@ use tokio_postgres::error::SqlState;
 /// Failures of this adapter outside the repository calls (set-up, migrations).
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    /// `hint` says which setting to check; `permanent` failures (authentication, TLS, the
+    /// server's rules) do not pass by waiting, so start-up does not retry them.
+    /// `detail` is the driver's error with all its causes (the server's own words, the TLS
+    /// library's reason), which never include the password.
+    #[error("cannot connect to PostgreSQL at {target}: {detail}{}", .hint.map(|h| format!(" ({h})")).unwrap_or_default())]
     Connect {
         target: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        detail: String,
+        hint: Option<&'static str>,
+        permanent: bool,
     },
+    #[error("{setting}: {reason}")]
+    Config {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("PostgreSQL TLS settings: {0}")]
+    Tls(#[from] orders_security::TlsError),
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {
         version: i32,
@@ -23,6 +35,118 @@ pub enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+impl PgError {
+    /// A failure that retrying with the same settings cannot fix.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Connect { permanent, .. } => *permanent,
+            Self::Config { .. } | Self::Tls(_) => true,
+            Self::Migration { .. } | Self::Query { .. } => false,
+        }
+    }
+}
+
+/// A failed connection attempt: the driver's words down to the root cause, what to check, and
+/// whether waiting could help.
+pub(crate) fn connect_error(target: String, e: deadpool_postgres::PoolError) -> PgError {
+    let (hint, permanent) = connect_hint(&e);
+    // The pool's own words ("Error occurred while creating a new object") add nothing.
+    let detail = match &e {
+        deadpool_postgres::PoolError::Backend(pg) => chain(pg),
+        other => chain(other),
+    };
+    PgError::Connect {
+        target,
+        detail,
+        hint,
+        permanent,
+    }
+}
+
+/// `e` and its causes joined with ": ", each once (io::Error repeats its inner error).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = err.source();
+    }
+    out
+}
+
+/// What to check when a connection cannot be made, and whether waiting could help.
+fn connect_hint(e: &(dyn std::error::Error + 'static)) -> (Option<&'static str>, bool) {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>()
+            && let Some(db) = pg.as_db_error()
+        {
+            let code = db.code();
+            if *code == SqlState::INVALID_PASSWORD {
+                return (
+                    Some("check DB_USER and DB_PASSWORD (or the credentials in DATABASE_URL)"),
+                    true,
+                );
+            }
+            if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+                return if db.message().contains("no encryption") {
+                    (
+                        Some(
+                            "the server accepts only TLS connections: set DB_SSLMODE to require, verify-ca or verify-full",
+                        ),
+                        true,
+                    )
+                } else {
+                    (
+                        Some(
+                            "the server refuses this user from this host: check DB_USER, DB_SSLCERT/DB_SSLKEY and the server's pg_hba.conf",
+                        ),
+                        true,
+                    )
+                };
+            }
+            // A database may still be being created (by an init job): worth waiting for.
+            if *code == SqlState::INVALID_CATALOG_NAME {
+                return (Some("check DB_NAME"), false);
+            }
+        }
+        // tokio-rustls wraps rustls' error in an io::Error, whose source() skips it.
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return match tls {
+                rustls::Error::InvalidCertificate(_) => (
+                    Some(
+                        "the server's certificate was refused: check DB_SSLROOTCERT (the CA that signed it) and DB_HOST (the name it must hold), or DB_SSLMODE",
+                    ),
+                    true,
+                ),
+                _ => (
+                    Some("the TLS handshake failed: check DB_SSLMODE, DB_SSLCERT and DB_SSLKEY"),
+                    true,
+                ),
+            };
+        }
+        if err.to_string() == "server does not support TLS" {
+            return (
+                Some(
+                    "the server offers no TLS: enable ssl on the server or set DB_SSLMODE to prefer or disable",
+                ),
+                true,
+            );
+        }
+        cur = err.source();
+    }
+    (None, false)
 }
 
 /// Maps a driver error into the domain's terms: what is worth retrying, what is the data's fault.

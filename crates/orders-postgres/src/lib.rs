@@ -12,7 +12,7 @@ mod repository;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::PgConfig;
+pub use config::{PgConfig, PgTls, SslMode};
 pub use error::PgError;
 pub use leases::{PartitionOwner, PgLeases, member_id};
 pub use listener::{Announcement, CommitListener};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::config::PgConfig;
 use crate::leases::LEASES_CHANNEL;
@@ -66,10 +66,14 @@ impl CommitListener {
     /// One connection's worth of listening. `Ok` when the receiver is gone.
     async fn session(&self, out: &mpsc::Sender<Announcement>) -> Result<(), String> {
         let target = self.config.display();
+        let tls = self
+            .config
+            .tls_connector()
+            .map_err(|e| format!("TLS for {target}: {e}"))?;
         let (client, mut connection) = self
             .config
             .tokio_postgres()
-            .connect(NoTls)
+            .connect(tls)
             .await
             .map_err(|e| format!("connecting to {target}: {e}"))?;
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use orders_domain::REFERENCE_ORDER_JSON;
 use orders_domain::sample::{invalid_messages, mixed_order};
-use orders_kafka::{KafkaConfig, OrderProducer};
+use orders_kafka::{KafkaConfig, KafkaSecurityArgs, OrderProducer};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +22,9 @@ struct Args {
     /// Topic to send to.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "orders")]
     topic: String,
+    /// TLS and SASL, with the same settings as the service.
+    #[command(flatten)]
+    security: KafkaSecurityArgs,
     /// Send this many generated valid orders (unique uids, consistent totals; 1, 3 or 10 items).
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -55,13 +58,15 @@ async fn main() -> anyhow::Result<()> {
         brokers: args.broker.split(',').map(str::to_owned).collect(),
         topic: args.topic.clone(),
         create_topic_partitions: args.create_topic.then_some(3),
+        security: args.security.resolve()?,
         ..KafkaConfig::default()
     };
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     let mut producer = loop {
         match OrderProducer::connect(&config).await {
             Ok(p) => break p,
-            Err(e) if Instant::now() < deadline => {
+            // Credentials and TLS do not get better by waiting.
+            Err(e) if Instant::now() < deadline && !e.is_permanent() => {
                 eprintln!("waiting for the broker/topic: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -39,14 +39,17 @@ pub enum Error {
     #[error("error connecting to broker \"{broker}\": {error}")]
     Transport {
         broker: String,
+        // orders patch: a source, so callers can walk down to the I/O or TLS error.
+        #[source]
         error: transport::Error,
     },
 
     #[error("cannot sync versions: {0}")]
     SyncVersions(#[from] crate::messenger::SyncVersionsError),
 
+    // orders patch: a source, like the others.
     #[error("all retries failed: {0}")]
-    RetryFailed(BackoffError),
+    RetryFailed(#[source] BackoffError),
 
     #[error("Sasl handshake failed: {0}")]
     SaslFailed(#[from] crate::messenger::SaslError),
@@ -54,8 +57,31 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, Error)]
+impl Error {
+    /// orders patch: retrying with the same settings cannot help. The broker refused the
+    /// credentials or the SASL mechanism, the TLS handshake failed (a certificate that does not
+    /// verify, a peer that does not speak TLS), or the address cannot be used.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Transport { error, .. } => error.is_permanent(),
+            Self::SaslFailed(e) => e.is_permanent(),
+            Self::Metadata(_) | Self::SyncVersions(_) | Self::RetryFailed(_) => false,
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct MultiError(Vec<Box<dyn std::error::Error + Send + Sync>>);
+
+// orders patch: the first error is the source, so that the chain of a failed connection can be
+// walked down to its cause (the I/O or TLS error) instead of ending at this list.
+impl std::error::Error for MultiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .first()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl Display for MultiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -487,9 +513,14 @@ where
     brokers.shuffle(&mut thread_rng());
 
     let mut backoff = Backoff::new(backoff_config);
-    backoff
+    let connected = backoff
         .retry_with_backoff("broker_connect", || async {
             let mut errors = Vec::<Box<dyn std::error::Error + Send + Sync>>::new();
+            // orders patch: when every broker refused for a reason retrying cannot fix
+            // (credentials, TLS), stop at once with that error instead of retrying until the
+            // deadline: a wrong password must not turn into a storm of connection attempts.
+            let mut permanent = None;
+            let mut all_permanent = true;
             for broker in &brokers {
                 let conn = broker
                     .connect(
@@ -505,19 +536,33 @@ where
                     Ok(transport) => transport,
                     Err(e) => {
                         warn!(%e, "Failed to connect to broker");
-                        errors.push(Box::new(e));
+                        if !e.is_permanent() {
+                            all_permanent = false;
+                            errors.push(Box::new(e));
+                        } else if permanent.is_none() {
+                            permanent = Some(e);
+                        } else {
+                            errors.push(Box::new(e));
+                        }
                         continue;
                     }
                 };
 
-                return ControlFlow::Break(connection);
+                return ControlFlow::Break(Ok(connection));
+            }
+            if let Some(e) = permanent {
+                if all_permanent {
+                    return ControlFlow::Break(Err(e));
+                }
+                errors.insert(0, Box::new(e));
             }
             let err = Box::<dyn std::error::Error + Send + Sync>::from(MultiError(errors));
             let err: Arc<dyn std::error::Error + Send + Sync> = err.into();
             ControlFlow::Continue(ErrorOrThrottle::Error(err))
         })
         .await
-        .map_err(Error::RetryFailed)
+        .map_err(Error::RetryFailed)?;
+    connected
 }
 
 async fn metadata_request_with_retry<A>(

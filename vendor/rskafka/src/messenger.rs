@@ -166,8 +166,9 @@ pub enum RequestError {
     #[error("Cannot read framed message: {0}")]
     ReadFramedMessageError(#[from] crate::protocol::frame::ReadError),
 
+    // orders patch: a source, so callers can walk down to the I/O error that poisoned it.
     #[error("Connection is poisoned: {0}")]
-    Poisoned(Arc<RequestError>),
+    Poisoned(#[source] Arc<RequestError>),
 }
 
 #[derive(Error, Debug)]
@@ -209,6 +210,14 @@ pub enum SaslError {
 
     #[error("unsupported sasl mechanism")]
     UnsupportedSaslMechanism,
+}
+
+impl SaslError {
+    /// orders patch: the broker (or the SASL library) refused the exchange itself; only a
+    /// request that failed on the way (I/O) or a token callback may succeed on retry.
+    pub(crate) fn is_permanent(&self) -> bool {
+        !matches!(self, Self::RequestError(_) | Self::Callback(_))
+    }
 }
 
 impl<RW> Messenger<RW>

@@ -21,7 +21,7 @@ pub async fn test_settings(topic: Option<&str>) -> Settings {
     s.db_host = db.host;
     s.db_port = db.port;
     s.db_user = db.user;
-    s.db_password = db.password;
+    s.db_password = Some(db.password);
     s.db_name = db.dbname;
     s.db_pool_size = 4;
     s.http_host = "127.0.0.1".into();
@@ -40,7 +40,9 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         orders_app::telemetry::init("info", orders_app::config::LogFormat::Text);
     }
-    let repo = PgRepository::connect(&settings.postgres()).await.unwrap();
+    let repo = PgRepository::connect(&settings.postgres().unwrap())
+        .await
+        .unwrap();
     let app = Application::build(settings.clone())
         .await
         .expect("app builds");
@@ -114,7 +116,10 @@ pub fn start_binary_with(settings: &Settings, port: u16, env: &[(&str, &str)]) -
             .env("DB_HOST", &settings.db_host)
             .env("DB_PORT", settings.db_port.to_string())
             .env("DB_USER", &settings.db_user)
-            .env("DB_PASSWORD", &settings.db_password)
+            .env(
+                "DB_PASSWORD",
+                settings.postgres().unwrap().password.expose(),
+            )
             .env("DB_NAME", &settings.db_name)
             .env("KAFKA_BROKER", &settings.kafka_broker)
             .env("KAFKA_TOPIC", &settings.kafka_topic)

@@ -20,10 +20,9 @@ use orders_domain::{
     RepositoryError, StoreBatch, StoreOutcome, StoreSeq,
 };
 use tokio::time::timeout;
-use tokio_postgres::NoTls;
 
 use crate::config::PgConfig;
-use crate::error::{PgError, map_pool};
+use crate::error::{PgError, connect_error, map_pool};
 use crate::migrate::migrate;
 
 /// The PostgreSQL repository: a connection pool and the statements of the contract.
@@ -55,12 +54,11 @@ impl PgRepository {
             .await
             .map_err(|_| PgError::Connect {
                 target: repo.target.clone(),
-                source: "timed out".into(),
+                detail: "timed out".into(),
+                hint: Some("no answer in time: is DB_HOST:DB_PORT reachable?"),
+                permanent: false,
             })?
-            .map_err(|e| PgError::Connect {
-                target: repo.target.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| connect_error(repo.target.clone(), e))?;
         migrate(&mut client).await?;
         Ok(repo)
     }
@@ -70,7 +68,7 @@ impl PgRepository {
         let target = config.display();
         let manager = Manager::from_config(
             config.tokio_postgres(),
-            NoTls,
+            config.tls_connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -84,7 +82,9 @@ impl PgRepository {
             .build()
             .map_err(|e| PgError::Connect {
                 target: target.clone(),
-                source: Box::new(e),
+                detail: e.to_string(),
+                hint: None,
+                permanent: true,
             })?;
         Ok(Self {
             pool,

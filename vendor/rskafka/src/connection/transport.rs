@@ -44,6 +44,25 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// orders patch: see [`crate::connection::Error::is_permanent`].
+    pub(crate) fn is_permanent(&self) -> bool {
+        match self {
+            // tokio-rustls reports a failed handshake as an io::Error holding rustls' error.
+            #[cfg(feature = "transport-tls")]
+            Self::IO(e) => e
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()),
+            #[cfg(feature = "transport-tls")]
+            Self::BadHostname(_) => true,
+            Self::InvalidHostPort(_) | Self::InvalidPort(_) => true,
+            // Which variants exist depends on the features.
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
 #[cfg(feature = "transport-tls")]
 #[derive(Debug)]
 pub enum Transport {
