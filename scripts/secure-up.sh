@@ -164,7 +164,9 @@ start_tansu() {
   )
   local start=$SECONDS
   until port_open 127.0.0.1 "$port"; do
-    pid_alive "$pid_file" tansu || { tail -n 20 "$log_file" >&2; die "tansu $name exited during start-up (log: $log_file)"; }
+    # kill -0, not pid_alive: while setsid/nohup/env exec into tansu, /proc/PID/cmdline can
+    # read empty for a moment.
+    kill -0 "$(cat "$pid_file")" 2>/dev/null || { tail -n 20 "$log_file" >&2; die "tansu $name exited during start-up (log: $log_file)"; }
     (( SECONDS - start < 30 )) || die "tansu $name did not listen on 127.0.0.1:$port within 30 s (log: $log_file)"
     sleep 0.2
   done
