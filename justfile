@@ -1,21 +1,11 @@
 # Task runner for the orders service (Kafka -> PostgreSQL, actix-web read API).
 # Install just with `pip install rust-just`; `just` lists the recipes.
 # Settings come from the environment, then config.env at the repo root, then
-# the defaults below.
+# defaults. config.env is read by scripts/lib.sh (and by the binaries
+# themselves) with one set of rules, never by just's own dotenv reader: a bad
+# line stops the recipe with its line number.
 
-set dotenv-load
-set dotenv-filename := "config.env"
 set shell := ["bash", "-euo", "pipefail", "-c"]
-
-export DB_HOST := env("DB_HOST", "localhost")
-export DB_PORT := env("DB_PORT", "5432")
-export DB_USER := env("DB_USER", "postgres")
-# DB_PASSWORD is not exported with a default: the service takes DB_PASSWORD_FILE instead (and
-# refuses both), and scripts/lib.sh defaults it for the scripts.
-export DB_NAME := env("DB_NAME", "orders_db")
-export KAFKA_BROKER := env("KAFKA_BROKER", "localhost:9092")
-export KAFKA_TOPIC := env("KAFKA_TOPIC", "orders")
-export HTTP_PORT := env("HTTP_PORT", "8081")
 
 # Used by the tests: third-party Kafka client and real-browser tests.
 export ORDERS_TEST_PYTHON := env("ORDERS_TEST_PYTHON", justfile_directory() / ".local/venv/bin/python")
@@ -67,7 +57,7 @@ test-deps: stack-up secure-up browser-deps python-deps
 browser-deps:
     scripts/browser-deps.sh
 
-# Create .local/venv with confluent-kafka and kafka-python when missing
+# Create .local/venv with the Python test tools (Kafka clients, noida-db, schemathesis) when missing
 python-deps:
     scripts/python-deps.sh >/dev/null
 
@@ -75,12 +65,13 @@ python-deps:
 build:
     cargo build --release --bin orders --bin orders-producer
 
-# Check formatting, run clippy (warnings are errors) and all tests, with the stack up
+# Check formatting, unused dependencies, clippy (warnings are errors) and all tests (schemathesis included), with the stack up
 test: test-deps
     scripts/drop-test-dbs.sh
     cargo fmt --all --check
+    scripts/machete.sh
     cargo clippy --workspace --all-targets -- -D warnings
-    cargo test --workspace
+    scripts/with-config.sh cargo test --workspace
 
 # Start the stack, build, send the reference order and run the service (Ctrl-C stops it)
 run:

@@ -12,22 +12,36 @@ log() { printf '[%s] %s\n' "${LOG_TAG:-orders}" "$*" >&2; }
 die() { printf '[%s] ERROR: %s\n' "${LOG_TAG:-orders}" "$*" >&2; exit 1; }
 
 # Load config.env from the repo root without overriding variables that are
-# already set in the environment (same precedence as just's dotenv-load).
+# already set in the environment, with the rules of the orders binary
+# (crates/orders-env; keep the two alike): blank and # lines skipped, optional
+# `export `, KEY=value with blanks trimmed, a value in "..." or '...' taken
+# literally, an unquoted value may not contain ' #', a key set once. Any other
+# line stops the script with its line number.
 load_config() {
-  local file="$ROOT/config.env" line key value
+  local file="$ROOT/config.env" line raw key value n=0 q seen=" "
   [[ -f "$file" ]] || return 0
-  while IFS= read -r line || [[ -n "$line" ]]; do
+  while IFS= read -r raw || [[ -n "$raw" ]]; do
+    n=$((n + 1))
+    line="${raw%$'\r'}"
     line="${line#"${line%%[![:space:]]*}"}"             # trim leading blanks
+    line="${line%"${line##*[![:space:]]}"}"             # trim trailing blanks
     [[ -z "$line" || "$line" == \#* ]] && continue
     line="${line#export }"
-    [[ "$line" == *=* ]] || continue
-    key="${line%%=*}"; key="${key%"${key##*[![:space:]]}"}"
+    [[ "$line" == *=* ]] || die "config.env:$n: expected KEY=value, found \"$line\""
+    key="${line%%=*}"; key="${key#"${key%%[![:space:]]*}"}"; key="${key%"${key##*[![:space:]]}"}"
+    [[ "$key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "config.env:$n: \"$key\" is not a variable name (letters, digits, _)"
     value="${line#*=}"; value="${value#"${value%%[![:space:]]*}"}"
-    value="${value%"${value##*[![:space:]]}"}"
-    if [[ "$value" == \"*\" || "$value" == \'*\' ]]; then
+    q="${value:0:1}"
+    if [[ "$q" == '"' || "$q" == "'" ]]; then
+      if (( ${#value} < 2 )) || [[ "${value: -1}" != "$q" ]]; then
+        die "config.env:$n: $key: the value's $q quote is not closed at the end of the line"
+      fi
       value="${value:1:${#value}-2}"
+    elif [[ "$value" == *" #"* || "$value" == *$'\t#'* ]]; then
+      die "config.env:$n: $key: an unquoted value may not contain ' #' (quote the value, or put the comment on a line of its own)"
     fi
-    [[ "$key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+    [[ "$seen" == *" $key "* ]] && die "config.env:$n: $key is set again"
+    seen+="$key "
     if [[ -z "${!key+set}" ]]; then
       export "$key=$value"
     fi

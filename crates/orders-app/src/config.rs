@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use orders_domain::RejectReason;
 use orders_kafka::KafkaSecurityArgs;
@@ -16,7 +17,7 @@ use orders_security::{Secret, resolve_secret};
     name = "orders",
     version,
     about = "Order ingestion service: consumes orders from Kafka into PostgreSQL exactly once and serves them over HTTP.",
-    after_help = "Settings are read from flags, then environment variables, then ./config.env (if present)."
+    after_help = "Settings are read from flags, then environment variables, then config.env (in the working directory or the nearest parent that has one). Boolean settings take true/false, yes/no, on/off or 1/0."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -158,7 +159,8 @@ pub struct Settings {
     #[command(flatten)]
     pub kafka_security: KafkaSecurityArgs,
     /// Create the topic when missing (development; off in production, where a missing topic is an error and a retry).
-    #[arg(long, env = "CREATE_TOPIC", default_value_t = false)]
+    #[arg(long, env = "CREATE_TOPIC", default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub create_topic: bool,
     /// Partitions of a topic created by --create-topic.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1024))]
@@ -177,7 +179,8 @@ pub struct Settings {
     #[arg(long, env = "REJECTED_PAYLOAD_MAX_BYTES", default_value_t = orders_domain::ingest::DEFAULT_REJECTED_PAYLOAD_MAX_BYTES)]
     pub rejected_payload_max_bytes: usize,
     /// Consume the topic (turn off to serve reads only).
-    #[arg(long, env = "CONSUME", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "CONSUME", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
     pub consume: bool,
     /// Replicas share the topic's partitions through leases in PostgreSQL: seconds a replica
     /// keeps its partitions after its last heartbeat (one every fifth of it). A replica that

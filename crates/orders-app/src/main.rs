@@ -5,10 +5,17 @@ use orders_app::config::{Cli, Command};
 use orders_app::{Application, cli, telemetry};
 
 fn main() -> ExitCode {
-    // Values from ./config.env fill in what the environment does not set.
-    let _ = dotenvy::from_filename("config.env");
+    // Values from config.env (here or in the nearest parent) fill in what the environment does
+    // not set. A bad line stops start-up: a setting silently ignored is worse.
+    if let Err(e) = orders_env::load() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let args = Cli::parse();
-    telemetry::init(&args.settings.log_level, args.settings.log_format);
+    if let Err(e) = telemetry::init(&args.settings.log_level, args.settings.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

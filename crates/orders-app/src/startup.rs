@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use orders_cache::DashCache;
-use orders_domain::{IngestService, OrderCache, OrderRepository, OrderSource, QueryService};
-use orders_http::{Check, HttpConfig, HttpMetrics, HttpState, Readiness};
+use orders_domain::{Chain, IngestService, OrderCache, OrderRepository, OrderSource, QueryService};
+use orders_http::{Check, HttpConfig, HttpMetrics, HttpState, QueryCollector, Readiness};
 use orders_kafka::{Assignment, Consumer, ConsumerConfig, ConsumerMetrics, KafkaSource};
 use orders_postgres::{Announcement, CommitListener, PgLeases, PgRepository};
 use tokio::sync::{OnceCell, watch};
@@ -137,6 +137,7 @@ async fn probe<T, E: std::fmt::Display>(
 ) -> Check {
     let reason = match tokio::time::timeout(PROBE_TIMEOUT, check).await {
         Ok(Ok(_)) => None,
+        // The summary only: the body of /readyz is no place for the driver's own message.
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
     };
@@ -148,49 +149,81 @@ async fn probe<T, E: std::fmt::Display>(
     }
 }
 
-/// Both pools' state at scrape time: `orders_db_pool_connections{pool, state}` with `state`
-/// `size` (open) or `available` (idle).
+/// Both pools' state at scrape time, one gauge per figure with `pool` `ingest` or `read`:
+/// `orders_db_pool_size` (connections open), `orders_db_pool_available` (idle),
+/// `orders_db_pool_waiting` (tasks waiting for a connection), `orders_db_pool_max_size`.
 #[derive(Debug)]
 struct PoolCollector {
     pools: [(&'static str, PgRepository); 2],
-    desc: prometheus::core::Desc,
+    descs: Vec<prometheus::core::Desc>,
 }
+
+const POOL_GAUGES: [(&str, &str); 4] = [
+    (
+        "orders_db_pool_size",
+        "PostgreSQL connections open, by pool",
+    ),
+    (
+        "orders_db_pool_available",
+        "PostgreSQL connections idle in the pool, by pool",
+    ),
+    (
+        "orders_db_pool_waiting",
+        "Tasks waiting for a PostgreSQL connection, by pool",
+    ),
+    (
+        "orders_db_pool_max_size",
+        "Most connections of the pool, by pool",
+    ),
+];
 
 impl PoolCollector {
     fn new(ingest: PgRepository, read: PgRepository) -> prometheus::Result<Self> {
+        let descs = POOL_GAUGES
+            .iter()
+            .map(|(name, help)| {
+                prometheus::core::Desc::new(
+                    (*name).into(),
+                    (*help).into(),
+                    vec!["pool".into()],
+                    Default::default(),
+                )
+            })
+            .collect::<prometheus::Result<_>>()?;
         Ok(Self {
             pools: [("ingest", ingest), ("read", read)],
-            desc: prometheus::core::Desc::new(
-                "orders_db_pool_connections".into(),
-                "PostgreSQL pool connections by pool (ingest, read) and state (size, available)"
-                    .into(),
-                vec!["pool".into(), "state".into()],
-                Default::default(),
-            )?,
+            descs,
         })
     }
 }
 
 impl prometheus::core::Collector for PoolCollector {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        vec![&self.desc]
+        self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let Ok(gauge) = prometheus::IntGaugeVec::new(
-            prometheus::Opts::new(self.desc.fq_name.clone(), self.desc.help.clone()),
-            &["pool", "state"],
-        ) else {
-            return Vec::new();
-        };
-        for (name, repo) in &self.pools {
-            let (size, available) = repo.pool_status();
-            gauge.with_label_values(&[name, "size"]).set(size as i64);
-            gauge
-                .with_label_values(&[name, "available"])
-                .set(available as i64);
+        let mut out = Vec::new();
+        let status: Vec<_> = self
+            .pools
+            .iter()
+            .map(|(name, repo)| (*name, repo.pool_status()))
+            .collect();
+        for (i, (name, help)) in POOL_GAUGES.iter().enumerate() {
+            let Ok(gauge) =
+                prometheus::IntGaugeVec::new(prometheus::Opts::new(*name, *help), &["pool"])
+            else {
+                continue;
+            };
+            for (pool, s) in &status {
+                let v = [s.size, s.available, s.waiting, s.max_size][i];
+                gauge
+                    .with_label_values(&[pool])
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+            out.extend(prometheus::core::Collector::collect(&gauge));
         }
-        prometheus::core::Collector::collect(&gauge)
+        out
     }
 }
 
@@ -204,7 +237,7 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgRepositor
             // Credentials, TLS and the server's rules do not change by waiting: say so now.
             Err(e) if e.is_permanent() => return Err(e.into()),
             Err(e) if Instant::now() < deadline => {
-                tracing::warn!(error = %e, "database not available yet; retrying");
+                tracing::warn!(error = %Chain(&e), "database not available yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {
@@ -254,6 +287,15 @@ impl Application {
                 read_repo.clone(),
             )?))
             .context("registering pool metrics")?;
+        QueryCollector::register(&registry, query.clone())
+            .context("registering cache and read metrics")?;
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .context("registering process metrics")?;
 
         // Settings that cannot work fail the start, before anything listens (the broker's only
         // when consuming: a read-only instance never connects to it).
@@ -490,7 +532,7 @@ fn spawn_background(
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cache warm-up failed; retrying");
+                    tracing::warn!(error = %Chain(&e), "cache warm-up failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = shutdown.wait_for(|s| *s) => return,
@@ -528,7 +570,7 @@ fn spawn_background(
                     wait
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "Kafka not available; retrying");
+                    tracing::warn!(error = %Chain(&e), "Kafka not available; retrying");
                     *last_error
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());

@@ -150,7 +150,7 @@ async fn recent_orders_health_ready_metrics() {
         "orders_http_requests_total{method=\"GET\",route=\"/order/{order_uid}\",status=\"200\"} 1",
         "orders_http_request_duration_seconds_bucket",
         "orders_cache_entries 1",
-        "orders_cache_misses 1",
+        "orders_cache_misses_total 1",
         "orders_ingested_total 0",
         "orders_messages_rejected_total{reason=\"not_json\"} 0",
     ] {

@@ -411,3 +411,82 @@ fn dockerfile_copies_stubs_and_builds_what_the_workspace_has() {
         "builder image matches toolchain {channel}"
     );
 }
+
+#[test]
+fn compose_pins_images_stops_gracefully_and_provisions_grafana() {
+    let c = compose();
+    for (name, svc) in c["services"].as_mapping().unwrap() {
+        let Some(image) = svc.get("image").and_then(Value::as_str) else {
+            continue;
+        };
+        // A version with at least major.minor: never `latest`, never a bare major.
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        let version = tag.trim_start_matches('v');
+        assert!(
+            version.split(['.', '-']).take(2).count() == 2
+                && version
+                    .split('.')
+                    .nth(1)
+                    .is_some_and(|m| m.chars().next().is_some_and(|c| c.is_ascii_digit())),
+            "{name:?}: image {image} is not pinned to a version"
+        );
+    }
+    let docker = read("deploy/Dockerfile");
+    for from in docker.lines().filter_map(|l| l.strip_prefix("FROM ")) {
+        assert!(
+            !from.contains(":latest") && from.contains(':'),
+            "FROM {from}"
+        );
+    }
+
+    // Docker's SIGKILL comes after stop_grace_period: it must outlast the graceful shutdown.
+    let orders = service(&c, "orders");
+    let shutdown: u64 = orders["environment"]["SHUTDOWN_TIMEOUT_SECS"]
+        .as_u64()
+        .expect("SHUTDOWN_TIMEOUT_SECS set for the container");
+    let grace = orders["stop_grace_period"]
+        .as_str()
+        .expect("stop_grace_period");
+    let grace: u64 = grace.strip_suffix('s').unwrap().parse().unwrap();
+    assert!(
+        grace > shutdown,
+        "stop_grace_period {grace}s <= {shutdown}s"
+    );
+
+    // Prometheus scrapes the service; Grafana gets the data source and the dashboard.
+    let prom = read("deploy/prometheus/prometheus.yml");
+    assert!(prom.contains("orders:8081"), "{prom}");
+    for svc in ["prometheus", "grafana"] {
+        for v in service(&c, svc)["volumes"].as_sequence().unwrap() {
+            let source = v.as_str().unwrap().split(':').next().unwrap();
+            if source.starts_with('.') {
+                assert!(
+                    root().join("deploy").join(source).exists(),
+                    "{svc} mounts missing {source}"
+                );
+            }
+        }
+    }
+    let ds = read("deploy/grafana/provisioning/datasources/prometheus.yml");
+    assert!(ds.contains("http://prometheus:9090"));
+    let dash: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/orders.json")).unwrap();
+    let titles: Vec<&str> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for want in [
+        "Ingest rate",
+        "Consumer lag per partition",
+        "Rejections by reason",
+        "Read latency",
+        "Cache hit ratio",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.starts_with(want)),
+            "dashboard lacks {want}: {titles:?}"
+        );
+    }
+}

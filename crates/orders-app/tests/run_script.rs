@@ -185,4 +185,27 @@ async fn run_script_starts_the_service_and_serves_the_reference_order() {
         reqwest::get(&url).await.is_err(),
         "nothing listens after Ctrl-C"
     );
+
+    // A later run finds the order stored and does not send it again: no `duplicate` row for
+    // an operator to explain.
+    let mut again = Group(run_script(&env, &log).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log_text().contains("stored already; not sending it again") {
+        if let Some(status) = again.0.try_wait().unwrap() {
+            panic!("run.sh exited early ({status}):\n{}", log_text());
+        }
+        assert!(Instant::now() < deadline, "no skip:\n{}", log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rejected: i64 = sql
+        .query_one("SELECT count(*) FROM rejected_messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rejected, 0, "{}", log_text());
+    again.signal("-INT");
+    let status = again
+        .wait_for_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no exit within 20 s of SIGINT:\n{}", log_text()));
+    assert!(status.success(), "exit {status}:\n{}", log_text());
 }

@@ -111,11 +111,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let _ = dotenvy::from_filename("config.env");
+    orders_env::load()?;
     let cli = Cli::parse();
     // The service's own subscriber and level (LOG_LEVEL, info by default): its spans and
     // events cost what they cost in production.
-    orders_app::telemetry::init(&cli.settings.log_level, cli.settings.log_format);
+    orders_app::telemetry::init(&cli.settings.log_level, cli.settings.log_format)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async_main(cli))
 }

@@ -5,7 +5,7 @@
 //! hold; an entry larger than the whole byte bound is not cached at all. Orders are immutable
 //! once stored and clients mostly ask for recent ones, so insertion order approximates recency
 //! well, and a hit never takes a lock on shared state: the read path is one shard read-lock
-//! plus a `Bytes` clone (a refcount).
+//! plus an [`OrderJson`] clone (one refcount: its entity tag was computed before insertion).
 //!
 //! Invariant: the number of entries never exceeds the capacity, the bytes of JSON held never
 //! exceed the byte bound, and `hits + misses` equals the number of `get` calls.
@@ -15,14 +15,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use dashmap::DashMap;
-use orders_domain::{CacheStats, OrderCache};
+use orders_domain::{CacheStats, OrderCache, OrderJson};
 
 /// The dashmap-backed cache.
 #[derive(Debug)]
 pub struct DashCache {
-    map: DashMap<Box<str>, Bytes>,
+    map: DashMap<Box<str>, OrderJson>,
     /// Insertion order of the uids in `map`; guarded separately so hits never touch it.
     fifo: Mutex<VecDeque<Box<str>>>,
     capacity: usize,
@@ -32,7 +31,7 @@ pub struct DashCache {
     /// `DashMap::len` sums shards one by one and can transiently over-count under concurrent
     /// remove+insert; this cannot.
     entries: AtomicUsize,
-    /// Bytes of JSON held; changed only under the FIFO lock, so exact there.
+    /// Bytes held (JSON and entity tags); changed only under the FIFO lock, so exact there.
     bytes: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -78,7 +77,7 @@ impl DashCache {
 }
 
 impl OrderCache for DashCache {
-    fn get(&self, order_uid: &str) -> Option<Bytes> {
+    fn get(&self, order_uid: &str) -> Option<OrderJson> {
         let hit = self.map.get(order_uid).map(|e| e.value().clone());
         let counter = if hit.is_some() {
             &self.hits
@@ -93,8 +92,8 @@ impl OrderCache for DashCache {
         self.map.contains_key(order_uid)
     }
 
-    fn insert(&self, order_uid: &str, json: Bytes) {
-        let len = json.len();
+    fn insert(&self, order_uid: &str, json: OrderJson) {
+        let len = json.held_bytes();
         // Never cached: it would evict everything and still not fit.
         if len > self.max_bytes {
             return;
@@ -117,7 +116,7 @@ impl OrderCache for DashCache {
                 break;
             };
             if let Some((_, old)) = self.map.remove(&victim) {
-                bytes -= old.len();
+                bytes -= old.held_bytes();
                 self.bytes.store(bytes, Ordering::Relaxed);
                 self.evictions.fetch_add(1, Ordering::Relaxed);
             }

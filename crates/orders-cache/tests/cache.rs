@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use bytes::Bytes;
 use orders_cache::DashCache;
-use orders_domain::OrderCache;
+use orders_domain::{ENTITY_TAG_LEN, OrderCache, OrderJson};
 
-fn body(n: usize) -> Bytes {
-    Bytes::from(format!("{{\"order_uid\":\"o{n}\"}}"))
+fn body(n: usize) -> OrderJson {
+    OrderJson::from_json(format!("{{\"order_uid\":\"o{n}\"}}").as_bytes())
+}
+
+/// An entry holding `len` bytes in all (tag and JSON).
+fn held(len: usize) -> OrderJson {
+    OrderJson::from_json(&vec![b'x'; len - ENTITY_TAG_LEN])
 }
 
 #[test]
@@ -30,7 +34,7 @@ fn hits_misses_and_fifo_eviction() {
         (3, 3, 2, 1, 1)
     );
     assert!((s.hit_ratio - 2.0 / 3.0).abs() < 1e-9);
-    let expected_bytes: usize = (1..4).map(|n| body(n).len()).sum();
+    let expected_bytes: usize = (1..4).map(|n| body(n).held_bytes()).sum();
     assert_eq!(s.bytes, expected_bytes);
     assert!(!s.warmed_up);
     c.mark_warmed(3, Duration::from_millis(12));
@@ -86,14 +90,14 @@ fn many_readers_and_writers_keep_the_bound_and_the_counts() {
         s.bytes,
         (0..WRITERS * PER_WRITER)
             .filter(|n| c.get(&format!("o{n}")).is_some())
-            .map(|n| body(n).len())
+            .map(|n| body(n).held_bytes())
             .sum::<usize>()
     );
 }
 
 #[test]
 fn the_byte_bound_evicts_fifo_and_refuses_what_cannot_fit() {
-    let sized = |_: usize, len: usize| Bytes::from(vec![b'x'; len]);
+    let sized = |_: usize, len: usize| held(len);
     // Room for ten entries, but only 250 bytes.
     let c = DashCache::with_max_bytes(10, 250);
     for n in 0..3 {
@@ -131,7 +135,7 @@ fn concurrent_writers_keep_the_byte_bound() {
             thread::spawn(move || {
                 for i in 0..5_000 {
                     let n = w * 5_000 + i;
-                    c.insert(&format!("o{n}"), Bytes::from(vec![b'x'; 50 + n % 200]));
+                    c.insert(&format!("o{n}"), held(50 + n % 200));
                     let s = c.stats();
                     assert!(s.bytes <= MAX, "byte bound exceeded: {}", s.bytes);
                 }
@@ -144,7 +148,7 @@ fn concurrent_writers_keep_the_byte_bound() {
     let s = c.stats();
     let held: usize = (0..20_000)
         .filter_map(|n| c.get(&format!("o{n}")))
-        .map(|b| b.len())
+        .map(|b| b.held_bytes())
         .sum();
     assert_eq!(s.bytes, held);
     assert!(s.bytes <= MAX && s.bytes > MAX - 250, "{s:?}");

@@ -4,6 +4,24 @@ use thiserror::Error;
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
+/// Shows an error with its whole source chain, outermost first (`a: b: c`), for logs: the
+/// outer message says what failed, the innermost (PostgreSQL's own message, the I/O error)
+/// says why. `tracing::warn!(error = %Chain(&e), ...)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 /// Failure of an [`crate::ports::OrderRepository`].
 #[derive(Debug, Error)]
 pub enum RepositoryError {
@@ -122,4 +140,23 @@ pub enum QueryError {
     Overloaded { limit: usize },
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_shows_every_cause_down_to_the_driver_s() {
+        let driver = std::io::Error::other("FATAL: database \"orders\" does not exist");
+        let e = RepositoryError::unavailable("getting a database connection", driver);
+        assert_eq!(
+            e.to_string(),
+            "storage unavailable: getting a database connection"
+        );
+        assert_eq!(
+            Chain(&e).to_string(),
+            "storage unavailable: getting a database connection: FATAL: database \"orders\" does not exist"
+        );
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::RepositoryError;
+use crate::order_json::OrderJson;
 use crate::ports::{
     AcceptedOrder, Fence, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
     RecordMark, RejectedFilter, Rejection, StoreBatch,
@@ -169,7 +170,7 @@ impl IngestService {
             .iter()
             .filter(|a| stored.contains(a.order.order_uid.as_str()))
         {
-            match accepted.order.to_json_bytes() {
+            match OrderJson::from_order(&accepted.order) {
                 Ok(json) => self.cache.insert(&accepted.order.order_uid, json),
                 Err(e) => tracing::error!(error = %e, "cannot serialize a stored order"),
             }

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod ingest;
 pub mod model;
+pub mod order_json;
 pub mod ports;
 pub mod query;
 pub mod sample;
@@ -15,9 +16,10 @@ pub mod validation;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use error::{QueryError, RepositoryError, SourceError};
+pub use error::{Chain, QueryError, RepositoryError, SourceError};
 pub use ingest::{IngestReport, IngestService, ReplayReport};
 pub use model::{Delivery, Item, Order, OrderSummary, Payment};
+pub use order_json::{ENTITY_TAG_LEN, OrderJson, entity_tag};
 pub use ports::{
     AcceptedOrder, CacheStats, Fence, FetchedBatch, Membership, OrderCache, OrderRepository,
     OrderSource, PAYLOAD_EXCERPT_BYTES, PartitionLease, PartitionLeases, PartitionOffset,

@@ -13,9 +13,19 @@ use crate::validation::{
 
 /// One order with its delivery, payment and items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Order {
     #[validate(custom(function = "validate_order_uid"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[A-Za-z0-9_-]{1,64}$",
+            min_length = 1,
+            max_length = 64,
+            example = "b563feb7b2b84b6test"
+        )
+    )]
     pub order_uid: String,
     #[validate(length(min = 1, max = 64), custom(function = "validate_token"))]
     pub track_number: String,
@@ -42,6 +52,7 @@ pub struct Order {
     pub sm_id: i64,
     /// RFC 3339 on the wire; kept in UTC with microsecond precision (PostgreSQL `timestamptz`).
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime, example = "2021-11-26T06:22:19Z"))]
     pub date_created: DateTime<Utc>,
     #[validate(length(min = 1, max = 16))]
     pub oof_shard: String,
@@ -49,6 +60,7 @@ pub struct Order {
 
 /// Where the order goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Delivery {
     #[validate(length(min = 1, max = 256))]
@@ -69,6 +81,7 @@ pub struct Delivery {
 
 /// How the order was paid. Money is in minor units (integers), never floats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Payment {
     #[validate(length(min = 1, max = 128))]
@@ -97,6 +110,7 @@ pub struct Payment {
 
 /// One line of the order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Item {
     #[validate(range(min = 0))]
@@ -126,9 +140,11 @@ pub struct Item {
 
 /// A short line for lists of recent orders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderSummary {
     pub order_uid: String,
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime, example = "2021-11-26T06:22:19Z"))]
     pub date_created: DateTime<Utc>,
     pub items: i64,
     pub amount: i64,

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::error::{RepositoryError, SourceError};
 use crate::model::{Order, OrderSummary};
+use crate::order_json::OrderJson;
 use crate::validation::RejectReason;
 
 /// Where a message sits in the log.
@@ -251,8 +252,12 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<(StoreSeq, Order)>, RepositoryError>;
 
-    /// Like [`Self::recent`], but only a summary of each.
-    async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError>;
+    /// Like [`Self::recent`], but only a summary of each (the same keyset paging).
+    async fn recent_summaries(
+        &self,
+        before: Option<StoreSeq>,
+        limit: usize,
+    ) -> Result<Vec<(StoreSeq, OrderSummary)>, RepositoryError>;
 
     /// Next offset to read per partition of `topic`, as last committed by `store_batch`.
     async fn stored_offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, RepositoryError>;
@@ -280,6 +285,7 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
 
 /// Counters of a cache, as reported by `/cache/stats`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CacheStats {
     pub size: usize,
     pub capacity: usize,
@@ -315,17 +321,19 @@ impl Default for CacheStats {
     }
 }
 
-/// Recently used orders in memory, as serialized JSON so that a hit costs no serialization.
+/// Recently used orders in memory, as serialized JSON with its entity tag ([`OrderJson`]), so
+/// that a hit costs no serialization and no hashing.
 ///
-/// Contract: bounded (never more than `capacity` entries, nor more than `max_bytes` bytes of
-/// JSON); `get` counts a hit or a miss; `insert` of a new uid may evict per the adapter's
-/// documented policy and counts evictions, and an entry larger than `max_bytes` is not cached
-/// at all; only committed orders are inserted (the use cases guarantee that).
+/// Contract: bounded (never more than `capacity` entries, nor more than `max_bytes` bytes
+/// held, as [`OrderJson::held_bytes`] counts them); `get` counts a hit or a miss; `insert` of
+/// a new uid may evict per the adapter's documented policy and counts evictions, and an entry
+/// larger than `max_bytes` is not cached at all; only committed orders are inserted (the use
+/// cases guarantee that).
 pub trait OrderCache: Send + Sync + std::fmt::Debug {
-    fn get(&self, order_uid: &str) -> Option<Bytes>;
+    fn get(&self, order_uid: &str) -> Option<OrderJson>;
     /// Whether `order_uid` is cached, without counting a hit or a miss.
     fn contains(&self, order_uid: &str) -> bool;
-    fn insert(&self, order_uid: &str, json: Bytes);
+    fn insert(&self, order_uid: &str, json: OrderJson);
     fn stats(&self) -> CacheStats;
     fn capacity(&self) -> usize;
     /// Most bytes of JSON held at once; warm-up loads no more than this.

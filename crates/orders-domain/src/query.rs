@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
 use serde::Serialize;
 
 use crate::error::{QueryError, RepositoryError};
 use crate::model::OrderSummary;
-use crate::ports::{OrderCache, OrderRepository};
+use crate::order_json::OrderJson;
+use crate::ports::{OrderCache, OrderRepository, StoreSeq};
 use crate::validation::is_valid_order_uid;
 
 /// Repository reads for cache misses that may run at once unless configured otherwise.
@@ -59,7 +59,7 @@ pub struct MissStats {
 }
 
 /// What a flight yields: the order's JSON, `None` when not stored, or the read's error.
-type FlightOutput = Result<Option<Bytes>, Arc<RepositoryError>>;
+type FlightOutput = Result<Option<OrderJson>, Arc<RepositoryError>>;
 type Flight = Shared<BoxFuture<'static, FlightOutput>>;
 
 /// The newest flight for a uid.
@@ -229,7 +229,7 @@ impl QueryService {
     /// order, the next one answers with it without a query (orders never change); otherwise it
     /// asks the repository, after every one of its requesters arrived. A flood of one unknown
     /// uid so costs one read per read's duration, not one per request.
-    pub async fn order_json(&self, order_uid: &str) -> Result<Bytes, QueryError> {
+    pub async fn order_json(&self, order_uid: &str) -> Result<OrderJson, QueryError> {
         if !is_valid_order_uid(order_uid) {
             return Err(QueryError::InvalidUid);
         }
@@ -297,7 +297,7 @@ impl QueryService {
             start.store(true, Ordering::SeqCst);
             counters.queries.fetch_add(1, Ordering::Relaxed);
             let result = match repo.get(&entry.uid).await {
-                Ok(Some(order)) => match order.to_json_bytes() {
+                Ok(Some(order)) => match OrderJson::from_order(&order) {
                     Ok(json) => {
                         cache.insert(&entry.uid, json.clone());
                         Ok(Some(json))
@@ -325,11 +325,17 @@ impl QueryService {
         Ok(flight)
     }
 
-    /// The most recent orders, newest first; `limit` is clamped to [`MAX_RECENT`].
-    pub async fn recent(&self, limit: usize) -> Result<Vec<OrderSummary>, QueryError> {
+    /// Up to `limit` orders stored before `before` (from the newest when `None`), newest
+    /// first, each with its [`StoreSeq`] (the last one's is the next page's `before`); `limit`
+    /// is clamped to [`MAX_RECENT`].
+    pub async fn recent(
+        &self,
+        before: Option<StoreSeq>,
+        limit: usize,
+    ) -> Result<Vec<(StoreSeq, OrderSummary)>, QueryError> {
         Ok(self
             .repo
-            .recent_summaries(limit.clamp(1, MAX_RECENT))
+            .recent_summaries(before, limit.clamp(1, MAX_RECENT))
             .await?)
     }
 
@@ -356,8 +362,7 @@ impl QueryService {
             .await;
             for read in reads {
                 if let Some(order) = read? {
-                    let json = order
-                        .to_json_bytes()
+                    let json = OrderJson::from_order(&order)
                         .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
                     self.cache.insert(&order.order_uid, json);
                     cached += 1;
@@ -380,7 +385,7 @@ impl QueryService {
         let started = Instant::now();
         let capacity = self.cache.capacity();
         let max_bytes = self.cache.max_bytes();
-        let mut newest_first: Vec<(String, Bytes)> = Vec::new();
+        let mut newest_first: Vec<(String, OrderJson)> = Vec::new();
         let mut bytes = 0usize;
         let mut before = None;
         'pages: while newest_first.len() < capacity {
@@ -389,16 +394,16 @@ impl QueryService {
             let got = page.len();
             before = page.last().map(|(seq, _)| *seq);
             for (_, order) in page {
-                let json = order
-                    .to_json_bytes()
+                let json = OrderJson::from_order(&order)
                     .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
-                if json.len() > max_bytes {
+                let held = json.held_bytes();
+                if held > max_bytes {
                     continue;
                 }
-                if bytes.saturating_add(json.len()) > max_bytes {
+                if bytes.saturating_add(held) > max_bytes {
                     break 'pages;
                 }
-                bytes += json.len();
+                bytes += held;
                 newest_first.push((order.order_uid, json));
             }
             if got < want {
@@ -426,6 +431,7 @@ mod tests {
     use std::time::Duration;
 
     use async_trait::async_trait;
+    use bytes::Bytes;
     use tokio::sync::watch;
 
     use super::*;
@@ -465,9 +471,10 @@ mod tests {
         }
         async fn recent_summaries(
             &self,
+            before: Option<StoreSeq>,
             limit: usize,
-        ) -> Result<Vec<OrderSummary>, RepositoryError> {
-            self.inner.recent_summaries(limit).await
+        ) -> Result<Vec<(StoreSeq, OrderSummary)>, RepositoryError> {
+            self.inner.recent_summaries(before, limit).await
         }
         async fn stored_offsets(&self, t: &str) -> Result<BTreeMap<i32, i64>, RepositoryError> {
             self.inner.stored_offsets(t).await
@@ -653,13 +660,13 @@ mod tests {
         #[derive(Debug)]
         struct Bounded(InMemoryCache, usize);
         impl OrderCache for Bounded {
-            fn get(&self, uid: &str) -> Option<Bytes> {
+            fn get(&self, uid: &str) -> Option<OrderJson> {
                 self.0.get(uid)
             }
             fn contains(&self, uid: &str) -> bool {
                 self.0.contains(uid)
             }
-            fn insert(&self, uid: &str, json: Bytes) {
+            fn insert(&self, uid: &str, json: OrderJson) {
                 self.0.insert(uid, json);
             }
             fn stats(&self) -> crate::ports::CacheStats {
@@ -679,7 +686,9 @@ mod tests {
         for n in 0..10 {
             store(repo.as_ref(), generated_order("w-", n, 1)).await;
         }
-        let one = generated_order("w-", 9, 1).to_json_bytes().unwrap().len();
+        let one = OrderJson::from_order(&generated_order("w-", 9, 1))
+            .unwrap()
+            .held_bytes();
         // Room for three and a half of them.
         let cache = Arc::new(Bounded(InMemoryCache::new(100), one * 3 + one / 2));
         let q = QueryService::new(repo, cache.clone());

@@ -8,11 +8,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::Utc;
 
 use crate::error::RepositoryError;
 use crate::model::{Order, OrderSummary};
+use crate::order_json::OrderJson;
 use crate::ports::{
     CacheStats, OrderCache, OrderRepository, RecordMark, RejectedFilter, RejectedMessage,
     StoreBatch, StoreOutcome, StoreSeq,
@@ -208,17 +208,24 @@ impl OrderRepository for InMemoryRepository {
             .collect())
     }
 
-    async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError> {
+    async fn recent_summaries(
+        &self,
+        before: Option<StoreSeq>,
+        limit: usize,
+    ) -> Result<Vec<(StoreSeq, OrderSummary)>, RepositoryError> {
         Ok(self
-            .recent(None, limit)
+            .recent(before, limit)
             .await?
             .into_iter()
-            .map(|(_, o)| OrderSummary {
-                items: o.items.len() as i64,
-                amount: o.payment.amount,
-                currency: o.payment.currency.clone(),
-                date_created: o.date_created,
-                order_uid: o.order_uid,
+            .map(|(seq, o)| {
+                let summary = OrderSummary {
+                    items: o.items.len() as i64,
+                    amount: o.payment.amount,
+                    currency: o.payment.currency.clone(),
+                    date_created: o.date_created,
+                    order_uid: o.order_uid,
+                };
+                (seq, summary)
             })
             .collect())
     }
@@ -282,7 +289,7 @@ impl OrderRepository for InMemoryRepository {
 /// A tiny FIFO-bounded cache for domain tests.
 #[derive(Debug)]
 pub struct InMemoryCache {
-    inner: Mutex<(HashMap<String, Bytes>, VecDeque<String>, CacheStats)>,
+    inner: Mutex<(HashMap<String, OrderJson>, VecDeque<String>, CacheStats)>,
 }
 
 impl InMemoryCache {
@@ -298,7 +305,7 @@ impl InMemoryCache {
 }
 
 impl OrderCache for InMemoryCache {
-    fn get(&self, order_uid: &str) -> Option<Bytes> {
+    fn get(&self, order_uid: &str) -> Option<OrderJson> {
         let mut g = self.inner.lock().ok()?;
         let hit = g.0.get(order_uid).cloned();
         if hit.is_some() {
@@ -313,7 +320,7 @@ impl OrderCache for InMemoryCache {
         self.inner.lock().is_ok_and(|g| g.0.contains_key(order_uid))
     }
 
-    fn insert(&self, order_uid: &str, json: Bytes) {
+    fn insert(&self, order_uid: &str, json: OrderJson) {
         let Ok(mut g) = self.inner.lock() else { return };
         if g.0.insert(order_uid.to_owned(), json).is_none() {
             g.1.push_back(order_uid.to_owned());
@@ -665,14 +672,19 @@ pub mod conformance {
             generated_order("recent-", 1, 2),
             "whole order, items included"
         );
-        let sums = repo.recent_summaries(2).await.unwrap();
+        let sums = repo.recent_summaries(None, 2).await.unwrap();
         assert_eq!(sums.len(), 2);
-        assert_eq!(sums[0].order_uid, "recent-4");
-        assert_eq!(sums[0].items, 5);
+        assert_eq!(sums[0].1.order_uid, "recent-4");
+        assert_eq!(sums[0].1.items, 5);
         assert_eq!(
-            sums[0].amount,
+            sums[0].1.amount,
             generated_order("recent-", 4, 5).payment.amount
         );
+        // Summaries page like orders: same positions, the next page below the last one.
+        assert_eq!(sums[0].0, page[0].0);
+        let rest = repo.recent_summaries(Some(sums[1].0), 10).await.unwrap();
+        let uids: Vec<_> = rest.iter().map(|(_, s)| s.order_uid.as_str()).collect();
+        assert_eq!(uids, vec!["recent-2", "recent-1", "recent-0"]);
         assert_eq!(repo.recent(None, 100).await.unwrap().len(), 5);
         repo.ping().await.unwrap();
     }

@@ -150,7 +150,7 @@ async fn query_reads_through_and_fills_the_cache() {
     let q = QueryService::new(repo.clone(), cold.clone());
     let body = q.order_json(&o.order_uid).await.unwrap();
     assert_eq!(
-        serde_json::from_slice::<orders_domain::Order>(&body).unwrap(),
+        serde_json::from_slice::<orders_domain::Order>(body.json()).unwrap(),
         o
     );
     q.order_json(&o.order_uid).await.unwrap();
@@ -239,8 +239,9 @@ async fn warm_up_pages_through_the_newest_and_inserts_them_oldest_first() {
     assert!(cache.get("w399").is_none(), "older than the newest 2,100");
     assert!(cache.get("w400").is_some() && cache.get("w2499").is_some());
     let stored = cache.get("w1234").unwrap();
-    assert_eq!(stored, Bytes::from(json(&generated_order("w", 1234, 1))));
-    cache.insert("new", Bytes::from_static(b"{}"));
+    assert_eq!(stored.json(), &json(&generated_order("w", 1234, 1))[..]);
+    assert_eq!(stored.etag(), orders_domain::entity_tag(stored.json()));
+    cache.insert("new", orders_domain::OrderJson::from_json(b"{}"));
     assert!(
         cache.get("w400").is_none(),
         "the oldest loaded is evicted first"

@@ -1,7 +1,9 @@
+use std::sync::LazyLock;
+
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, CacheControl, CacheDirective, ContentType};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use orders_domain::{QueryError, RepositoryError};
+use orders_domain::{Chain, OrderSummary, QueryError, RepositoryError, StoreSeq};
 use prometheus::Encoder;
 use serde::{Deserialize, Serialize};
 
@@ -13,10 +15,22 @@ const STYLE_CSS: &str = include_str!("../../../static/style.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// An order never changes once stored, so a client or proxy may keep it as long as it likes.
+pub(crate) const ORDER_CACHE_CONTROL: HeaderValue =
+    HeaderValue::from_static("public, max-age=31536000, immutable");
+/// Errors (a 404 above all: the order may be stored a moment later) are never cached.
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+/// What every 503 tells the client to wait, in seconds.
+pub(crate) const RETRY_AFTER_SECS: u32 = 1;
+/// The methods every route answers.
+pub(crate) const ALLOWED: HeaderValue = HeaderValue::from_static("GET, HEAD");
+
 /// The JSON body of every error response.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody<'a> {
+    /// Machine-readable code, e.g. `not_found`, `invalid_order_uid`, `unavailable`.
     error: &'a str,
+    /// For humans.
     message: String,
 }
 
@@ -26,8 +40,6 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    /// Seconds for a `Retry-After` header (load shedding).
-    retry_after: Option<u32>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -42,8 +54,13 @@ impl ResponseError for ApiError {
     }
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        if let Some(secs) = self.retry_after {
-            response.insert_header((header::RETRY_AFTER, secs));
+        response.insert_header((header::CACHE_CONTROL, NO_STORE));
+        // Every 503 says when to come back, whatever its cause (shed load, store down).
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response.insert_header((header::ALLOW, ALLOWED));
         }
         response.json(ErrorBody {
             error: self.code,
@@ -58,7 +75,6 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            retry_after: None,
         }
     }
 }
@@ -78,14 +94,11 @@ impl From<QueryError> for ApiError {
             ),
             // Shed, not queued: the client retries in a second, by then the flood may be over
             // (and the misses in flight, which hold the slots, are done).
-            QueryError::Overloaded { .. } => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "too many reads of uncached orders at once; retry shortly",
-                )
-            },
+            QueryError::Overloaded { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many reads of uncached orders at once; retry shortly",
+            ),
             QueryError::Repository(e) => e.into(),
         }
     }
@@ -94,7 +107,7 @@ impl From<QueryError> for ApiError {
 impl From<RepositoryError> for ApiError {
     fn from(e: RepositoryError) -> Self {
         if e.is_transient() {
-            tracing::warn!(error = %e, "storage unavailable");
+            tracing::warn!(error = %Chain(&e), "storage unavailable");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -102,7 +115,7 @@ impl From<RepositoryError> for ApiError {
             )
         } else {
             // The details go to the log, not to the client.
-            tracing::error!(error = ?e, "storage error");
+            tracing::error!(error = %Chain(&e), "storage error");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -131,26 +144,124 @@ pub(crate) async fn not_found() -> Result<HttpResponse, ApiError> {
     ))
 }
 
+/// A route exists but not for this method: 405 with `Allow`.
+pub(crate) async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route answers GET and HEAD only",
+    ))
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`): weak comparison, as RFC 9110 asks for
+/// this header, so `W/"x"` matches `"x"`.
+fn none_match(req: &HttpRequest, etag: &[u8]) -> bool {
+    let Some(value) = req.headers().get(header::IF_NONE_MATCH) else {
+        return false;
+    };
+    value.as_bytes().split(|&b| b == b',').any(|tag| {
+        let tag = tag.trim_ascii();
+        tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == etag
+    })
+}
+
+/// 304 with the validators and caching headers a 200 would carry, no body.
+fn not_modified(etag: HeaderValue, cache_control: HeaderValue) -> HttpResponse {
+    HttpResponse::NotModified()
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache_control))
+        .finish()
+}
+
+/// The order, as stored. Strong `ETag` (computed when the order entered the cache) and
+/// `Cache-Control: immutable`; `If-None-Match` with that tag gets 304.
+#[utoipa::path(
+    method(get, head),
+    path = "/order/{order_uid}",
+    tag = "orders",
+    params(
+        ("order_uid" = String, Path, description = "The order's id", example = "b563feb7b2b84b6test",
+         pattern = r"^[A-Za-z0-9_-]{1,64}$", min_length = 1, max_length = 64),
+        ("If-None-Match" = Option<String>, Header, description = "ETags the client holds; a match gets 304"),
+    ),
+    responses(
+        (status = 200, description = "The order, with the same fields and shape as it arrived", body = orders_domain::Order,
+         headers(
+             ("ETag" = String, description = "Strong entity tag of the body"),
+             ("Cache-Control" = String, description = "public, max-age=31536000, immutable"),
+         )),
+        (status = 304, description = "The client's copy (If-None-Match) is current",
+         headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 400, description = "Not a valid order_uid (`invalid_order_uid`, `bad_path`)", body = ErrorBody,
+         headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 404, description = "No such order (`not_found`)", body = ErrorBody,
+         headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 500, description = "A storage error that is not transient (`internal`)", body = ErrorBody),
+        (status = 503, description = "Not cached and PostgreSQL unreachable (`unavailable`), or too many cache misses at once (`overloaded`)",
+         body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
+    )
+)]
 pub(crate) async fn order(
+    req: HttpRequest,
     state: web::Data<HttpState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let json = state.query.order_json(&uid).await?;
+    let order = state.query.order_json(&uid).await?;
+    // Both parts share the cached buffer: no copy, and the tag is validated, not computed.
+    let (etag, json) = order.into_parts();
+    let Ok(etag) = HeaderValue::from_maybe_shared(etag) else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        ));
+    };
+    if none_match(&req, etag.as_bytes()) {
+        return Ok(not_modified(etag, ORDER_CACHE_CONTROL));
+    }
     Ok(HttpResponse::Ok()
-        .content_type(ContentType::json())
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, ORDER_CACHE_CONTROL))
         .body(json))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RecentParams {
-    limit: Option<usize>,
+    /// How many summaries (1..=500).
+    #[param(minimum = 1, maximum = 500, default = 20)]
+    limit: Option<u32>,
+    /// The cursor of the next page: the `before` of the previous page's `Link: rel="next"`.
+    /// Opaque; pages by storage order, so a page costs the same at any depth.
+    #[param(minimum = 1)]
+    before: Option<i64>,
 }
 
+/// Summaries of the most recently stored orders, newest first, one page at a time: a full
+/// page carries `Link: </orders?limit=N&before=C>; rel="next"`.
+#[utoipa::path(
+    method(get, head),
+    path = "/orders",
+    tag = "orders",
+    params(RecentParams),
+    responses(
+        (status = 200, description = "Up to `limit` summaries, newest first", body = Vec<OrderSummary>,
+         headers(("Link" = String, description = "The next page, `<…>; rel=\"next\"`, when this one is full"))),
+        (status = 400, description = "`limit` out of 1..=500 (`bad_limit`), `before` below 1 (`bad_cursor`), or not numbers (`bad_query`)", body = ErrorBody),
+        (status = 500, description = "A storage error that is not transient (`internal`)", body = ErrorBody),
+        (status = 503, description = "PostgreSQL unreachable (`unavailable`)", body = ErrorBody,
+         headers(("Retry-After" = u32, description = "Seconds"))),
+    )
+)]
 pub(crate) async fn recent(
     state: web::Data<HttpState>,
     q: web::Query<RecentParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = q.limit.unwrap_or(20);
+    let limit = q.limit.unwrap_or(20) as usize;
     if limit == 0 || limit > orders_domain::query::MAX_RECENT {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -158,21 +269,87 @@ pub(crate) async fn recent(
             format!("limit must be 1..={}", orders_domain::query::MAX_RECENT),
         ));
     }
-    Ok(HttpResponse::Ok().json(state.query.recent(limit).await?))
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_cursor",
+            "before must be a cursor from a Link header (1 or more)",
+        ));
+    }
+    let page = state.query.recent(q.before.map(StoreSeq), limit).await?;
+    let mut response = HttpResponse::Ok();
+    // A short page is the last one; a full one may be too, then the next is empty.
+    if page.len() == limit
+        && let Some((last, _)) = page.last()
+    {
+        response.insert_header((
+            header::LINK,
+            format!("</orders?limit={limit}&before={}>; rel=\"next\"", last.0),
+        ));
+    }
+    let summaries: Vec<&OrderSummary> = page.iter().map(|(_, s)| s).collect();
+    Ok(response.json(summaries))
 }
 
+/// The cache's counters.
+#[utoipa::path(
+    method(get, head),
+    path = "/cache/stats",
+    tag = "operations",
+    responses((status = 200, description = "Cache size, bounds, counters and warm-up", body = orders_domain::CacheStats)),
+)]
 pub(crate) async fn cache_stats(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok().json(state.query.cache().stats())
 }
 
+/// `/healthz`'s body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// Liveness: 200 while the process serves.
+#[utoipa::path(
+    method(get, head),
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process serves", body = Health)),
+)]
 pub(crate) async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// `/readyz`'s body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Ready<'a> {
+    /// `ready`, `degraded` (an optional check fails) or `not_ready`.
+    status: &'static str,
+    /// How old the checks are, in milliseconds (they are reused for a second).
+    age_ms: u64,
+    #[schema(value_type = Vec<crate::Check>)]
+    checks: &'a [crate::Check],
+    /// What this replica consumes now (present when it consumes): its member id, the live
+    /// members, and the partitions it owns with their lease epochs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    consumer: Option<serde_json::Value>,
 }
 
 /// Ready (200) when every required check passes: `ready` if all pass, `degraded` if only
 /// optional ones fail (the consumer's broker: reads do not need it). Otherwise 503
 /// `not_ready`. The result is reused for [`crate::READY_TTL`], so probes cost the dependencies
 /// at most one check per second however often they come.
+#[utoipa::path(
+    method(get, head),
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready (`ready`), or serving reads without the broker (`degraded`)", body = Ready),
+        (status = 503, description = "Not ready (`not_ready`): warm-up running or PostgreSQL unreachable", body = Ready,
+         headers(("Retry-After" = u32, description = "Seconds"))),
+    )
+)]
 pub(crate) async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let (checks, age) = state.ready.get(state.readiness.as_ref()).await;
     let ready = checks.iter().all(|c| c.ok || !c.required);
@@ -181,39 +358,33 @@ pub(crate) async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         (true, false) => "degraded",
         (true, true) => "ready",
     };
-    let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-    let mut body = serde_json::json!({"status": status, "age_ms": age_ms, "checks": &*checks});
-    if let Some(consumer) = state.readiness.consumer() {
-        body["consumer"] = consumer;
-    }
+    let body = Ready {
+        status,
+        age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+        checks: &checks,
+        consumer: state.readiness.consumer(),
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable().json(body)
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS))
+            .insert_header((header::CACHE_CONTROL, NO_STORE))
+            .json(body)
     }
 }
 
+/// Prometheus text format.
+#[utoipa::path(
+    method(get, head),
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 500, description = "The metrics could not be encoded", body = ErrorBody),
+    )
+)]
 pub(crate) async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
-    let s = state.query.cache().stats();
-    let c = &state.metrics.cache;
-    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    c.entries.set(s.size as i64);
-    c.capacity.set(s.capacity as i64);
-    c.bytes.set(s.bytes as i64);
-    c.max_bytes
-        .set(i64::try_from(s.max_bytes).unwrap_or(i64::MAX));
-    c.hits.set(clamp(s.hits));
-    c.misses.set(clamp(s.misses));
-    c.evictions.set(clamp(s.evictions));
-    c.warmup_loaded.set(s.warmup_loaded as i64);
-    c.warmup_millis.set(clamp(s.warmup_millis));
-    let m = state.query.miss_stats();
-    let r = &state.metrics.reads;
-    r.in_flight.set(m.in_flight as i64);
-    r.limit.set(m.limit as i64);
-    r.queries.set(clamp(m.queries));
-    r.shared.set(clamp(m.shared));
-    r.overloaded.set(clamp(m.rejected));
     let encoder = prometheus::TextEncoder::new();
     let mut buf = Vec::with_capacity(16 * 1024);
     encoder
@@ -224,23 +395,124 @@ pub(crate) async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse,
         .body(buf))
 }
 
-fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
+/// The OpenAPI 3.1 document of these routes.
+#[utoipa::path(
+    method(get, head),
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This document", content_type = "application/json", body = Object)),
+)]
+pub(crate) async fn openapi() -> HttpResponse {
+    static DOC: LazyLock<String> = LazyLock::new(crate::openapi::document);
     HttpResponse::Ok()
-        .content_type(content_type)
-        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(body)
+        .content_type("application/json")
+        .body(DOC.as_str())
 }
 
-pub(crate) async fn index() -> HttpResponse {
-    asset(INDEX_HTML, "text/html; charset=utf-8")
+/// An embedded file with its strong entity tag, computed once.
+struct Asset {
+    body: &'static str,
+    content_type: &'static str,
+    etag: HeaderValue,
 }
 
-pub(crate) async fn app_js() -> HttpResponse {
-    asset(APP_JS, "text/javascript; charset=utf-8")
+impl Asset {
+    fn new(body: &'static str, content_type: &'static str) -> Self {
+        let tag = orders_domain::entity_tag(body.as_bytes());
+        Self {
+            body,
+            content_type,
+            etag: HeaderValue::from_bytes(&tag).unwrap_or(HeaderValue::from_static("\"\"")),
+        }
+    }
+
+    /// `no-cache`: the browser revalidates each time (a new version shows at once), and a
+    /// current copy costs a 304 without a body.
+    fn respond(&self, req: &HttpRequest) -> HttpResponse {
+        const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+        if none_match(req, self.etag.as_bytes()) {
+            return not_modified(self.etag.clone(), NO_CACHE);
+        }
+        HttpResponse::Ok()
+            .content_type(self.content_type)
+            .insert_header((header::ETAG, self.etag.clone()))
+            .insert_header((header::CACHE_CONTROL, NO_CACHE))
+            .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .body(self.body)
+    }
 }
 
-pub(crate) async fn style_css() -> HttpResponse {
-    asset(STYLE_CSS, "text/css; charset=utf-8")
+static INDEX: LazyLock<Asset> =
+    LazyLock::new(|| Asset::new(INDEX_HTML, "text/html; charset=utf-8"));
+static SCRIPT: LazyLock<Asset> =
+    LazyLock::new(|| Asset::new(APP_JS, "text/javascript; charset=utf-8"));
+static STYLE: LazyLock<Asset> = LazyLock::new(|| Asset::new(STYLE_CSS, "text/css; charset=utf-8"));
+
+/// The web page (embedded; `ETag`, revalidated with `If-None-Match`).
+#[utoipa::path(
+    method(get, head),
+    path = "/",
+    tag = "page",
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String, headers(("ETag" = String))),
+        (status = 304, description = "The client's copy is current"),
+    )
+)]
+pub(crate) async fn index(req: HttpRequest) -> HttpResponse {
+    INDEX.respond(&req)
+}
+
+/// The page's script.
+#[utoipa::path(
+    method(get, head),
+    path = "/static/app.js",
+    tag = "page",
+    responses(
+        (status = 200, description = "The script", content_type = "text/javascript", body = String, headers(("ETag" = String))),
+        (status = 304, description = "The client's copy is current"),
+    )
+)]
+pub(crate) async fn app_js(req: HttpRequest) -> HttpResponse {
+    SCRIPT.respond(&req)
+}
+
+/// The page's style sheet.
+#[utoipa::path(
+    method(get, head),
+    path = "/static/style.css",
+    tag = "page",
+    responses(
+        (status = 200, description = "The style sheet", content_type = "text/css", body = String, headers(("ETag" = String))),
+        (status = 304, description = "The client's copy is current"),
+    )
+)]
+pub(crate) async fn style_css(req: HttpRequest) -> HttpResponse {
+    STYLE.respond(&req)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn if_none_match_uses_weak_comparison_and_star() {
+        let tag = b"\"abc\"";
+        for (header, expected) in [
+            ("\"abc\"", true),
+            ("W/\"abc\"", true),
+            ("\"x\", \"abc\"", true),
+            ("*", true),
+            ("\"abcd\"", false),
+            ("abc", false),
+        ] {
+            let req = TestRequest::default()
+                .insert_header((header::IF_NONE_MATCH, header))
+                .to_http_request();
+            assert_eq!(none_match(&req, tag), expected, "{header}");
+        }
+        assert!(!none_match(&TestRequest::default().to_http_request(), tag));
+    }
 }

@@ -1,7 +1,9 @@
 //! The HTTP side of the orders service, on actix-web.
 //!
-//! Routes: `GET /order/{order_uid}`, `GET /orders?limit=N`, `GET /cache/stats`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`, and the web page (`GET /`, `/static/*`, embedded).
+//! Routes: `GET /order/{order_uid}`, `GET /orders?limit=N&before=C`, `GET /cache/stats`,
+//! `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /openapi.json`, and the web page
+//! (`GET /`, `/static/*`, embedded). Every route answers HEAD as GET, and any other method
+//! with 405 and `Allow`.
 //!
 //! Invariant: handlers only call the domain's [`QueryService`] and the [`Readiness`] probe;
 //! bad input is a 4xx with a JSON body, never a 500.
@@ -9,6 +11,7 @@
 mod handlers;
 mod metrics;
 mod middleware;
+pub mod openapi;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -19,11 +22,12 @@ use actix_web::{App, HttpServer, web};
 use async_trait::async_trait;
 use orders_domain::QueryService;
 
-pub use metrics::HttpMetrics;
+pub use metrics::{HttpMetrics, QueryCollector, latency_buckets};
 
 /// One dependency's state for `/readyz`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Check {
+    /// `cache_warmup`, `postgres` or `kafka`.
     pub name: &'static str,
     pub ok: bool,
     /// Whether serving reads needs it: a failing required check makes `/readyz` 503, a
@@ -122,17 +126,32 @@ pub fn configure(state: HttpState) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(state))
             .app_data(web::PathConfig::default().error_handler(handlers::path_error))
             .app_data(web::QueryConfig::default().error_handler(handlers::query_error))
-            .route("/", web::get().to(handlers::index))
-            .route("/static/app.js", web::get().to(handlers::app_js))
-            .route("/static/style.css", web::get().to(handlers::style_css))
-            .route("/order/{order_uid}", web::get().to(handlers::order))
-            .route("/orders", web::get().to(handlers::recent))
-            .route("/cache/stats", web::get().to(handlers::cache_stats))
-            .route("/healthz", web::get().to(handlers::healthz))
-            .route("/readyz", web::get().to(handlers::readyz))
-            .route("/metrics", web::get().to(handlers::metrics))
+            .service(readable("/", handlers::index))
+            .service(readable("/static/app.js", handlers::app_js))
+            .service(readable("/static/style.css", handlers::style_css))
+            .service(readable("/order/{order_uid}", handlers::order))
+            .service(readable("/orders", handlers::recent))
+            .service(readable("/cache/stats", handlers::cache_stats))
+            .service(readable("/healthz", handlers::healthz))
+            .service(readable("/readyz", handlers::readyz))
+            .service(readable("/metrics", handlers::metrics))
+            .service(readable("/openapi.json", handlers::openapi))
             .default_service(web::to(handlers::not_found));
     }
+}
+
+/// A read-only resource: GET and HEAD (the same handler; actix sends no body for HEAD), any
+/// other method 405 with `Allow: GET, HEAD` and the JSON error body.
+fn readable<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(handlers::method_not_allowed))
 }
 
 /// Starts the server on an already-bound listener (port 0 in tests). Stops accepting on

@@ -1,8 +1,8 @@
-//! Per-request span with a request id, plus request metrics by route and status.
+//! Per-request span with a request id, request metrics by route and status, and the access
+//! log line (target `orders_http::access`, INFO).
 
 use std::future::{Ready, ready};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::Method;
@@ -12,8 +12,25 @@ use tracing::Instrument;
 
 use crate::metrics::HttpMetrics;
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A new UUID v7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits. Unique across
+/// restarts and replicas without coordination, and sortable by time. Built by hand from the
+/// thread's RNG, so no lock is shared between workers.
+fn new_request_id() -> HeaderValue {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let random: u128 = rand::random();
+    let v = (u128::from(millis & 0xffff_ffff_ffff) << 80)
+        | (0x7 << 76) // version
+        | ((random & 0xfff) << 64) // rand_a
+        | (0b10 << 62) // variant
+        | ((random >> 12) & ((1 << 62) - 1)); // rand_b
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::from_u128(v).hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
+}
 
 /// The method as a metric label: the standard methods by name, anything else `other`
 /// (actix accepts any token as a method, so `curl -X ANYTHING` must not add a series).
@@ -77,14 +94,14 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
-        // Keep a caller's id (a proxy's) so logs line up across services; otherwise a number
-        // of our own. Either way a `HeaderValue` built once: no string formatting per request.
+        // Keep a caller's id (a proxy's) so logs line up across services; otherwise a UUID v7
+        // of our own.
         let id = req
             .headers()
             .get(&REQUEST_ID)
-            .filter(|v| v.len() <= 64 && v.to_str().is_ok())
+            .filter(|v| !v.is_empty() && v.len() <= 64 && v.to_str().is_ok())
             .cloned()
-            .unwrap_or_else(|| HeaderValue::from(NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+            .unwrap_or_else(new_request_id);
         let span = tracing::info_span!(
             "http",
             request_id = id.to_str().unwrap_or_default(),
@@ -114,7 +131,10 @@ where
                         .observe(started.elapsed().as_secs_f64());
                 }
                 res.headers_mut().insert(REQUEST_ID, id);
-                tracing::debug!(
+                // In the request's span (id, method, path). Off by default in text mode
+                // (telemetry), where a line per request would drown the rest.
+                tracing::info!(
+                    target: "orders_http::access",
                     status = status.as_u16(),
                     micros = started.elapsed().as_micros() as u64,
                     "request"
@@ -129,6 +149,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v7_and_unique() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let u = uuid::Uuid::parse_str(a.to_str().unwrap_or_default()).expect("a UUID");
+        assert_eq!(u.get_version_num(), 7);
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+        let (secs, _) = u.get_timestamp().expect("v7 has a timestamp").to_unix();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        assert!(now.abs_diff(secs) <= 2, "{secs} vs {now}");
+    }
 
     #[test]
     fn only_standard_methods_become_labels() {

@@ -35,10 +35,10 @@ impl ConsumerMetrics {
             commit_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "orders_batch_commit_seconds",
-                    "Time to store one batch (one transaction)",
+                    "Time to store one batch (one transaction), in seconds",
                 )
                 .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ]),
             )?,
             lag: IntGaugeVec::new(

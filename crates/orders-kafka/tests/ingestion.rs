@@ -31,7 +31,7 @@ async fn reference_order_reaches_postgres_and_the_query_use_case() {
     let repo: Arc<dyn OrderRepository> = Arc::new(consumer.repo.clone());
     let query = QueryService::new(repo, consumer.cache.clone());
     let json = query.order_json("b563feb7b2b84b6test").await.unwrap();
-    let got: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let got: serde_json::Value = serde_json::from_slice(json.json()).unwrap();
     let want: serde_json::Value =
         serde_json::from_str(orders_domain::REFERENCE_ORDER_JSON).unwrap();
     assert_eq!(got, want);

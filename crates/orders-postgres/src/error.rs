@@ -29,6 +29,17 @@ pub enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error(
+        "migration {version} ({name}) was changed after it was applied: the database recorded \
+         checksum {recorded}, the binary's file has {current}. Applied migrations must never be \
+         edited; restore the file and put the change in a new migration"
+    )]
+    MigrationChanged {
+        version: i32,
+        name: String,
+        recorded: String,
+        current: String,
+    },
     #[error("PostgreSQL error while {context}: {source}")]
     Query {
         context: &'static str,
@@ -42,7 +53,7 @@ impl PgError {
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Connect { permanent, .. } => *permanent,
-            Self::Config { .. } | Self::Tls(_) => true,
+            Self::Config { .. } | Self::Tls(_) | Self::MigrationChanged { .. } => true,
             Self::Migration { .. } | Self::Query { .. } => false,
         }
     }

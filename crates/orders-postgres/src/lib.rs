@@ -16,5 +16,5 @@ pub use config::{PgConfig, PgTls, SslMode};
 pub use error::PgError;
 pub use leases::{PartitionOwner, PgLeases, member_id};
 pub use listener::{Announcement, CommitListener};
-pub use migrate::{MIGRATIONS, migrate};
-pub use repository::PgRepository;
+pub use migrate::{MIGRATIONS, checksum as migration_checksum, migrate};
+pub use repository::{PgRepository, PoolStatus};

@@ -1,10 +1,22 @@
 //! A deliberately small migration runner: numbered SQL files from `migrations/`, embedded in the
 //! binary, applied in order inside one transaction under an advisory lock (so two instances
-//! starting at once do not race), each recorded in `schema_migrations`. Re-running is a no-op.
+//! starting at once do not race), each recorded in `schema_migrations` with the SHA-256 of its
+//! text. Re-running is a no-op.
+//!
+//! An applied migration is never edited: at every start the recorded checksum of each applied
+//! migration must equal the embedded file's, or start-up stops with
+//! [`PgError::MigrationChanged`] (the database was built by other SQL than the binary carries;
+//! add a new migration instead). Rows recorded before checksums existed get the current file's
+//! checksum once (trust on first sight). A recorded version this binary does not know (a newer
+//! binary applied it) is logged, not refused, so an older instance of a rolling update keeps
+//! running. `tests/migrations.rs` checks that every `migrations/*.sql` is listed here.
+
+use sha2::Digest;
 
 use crate::error::PgError;
 
-/// `(version, name, sql)`, in order.
+/// `(version, name, sql)`, in order. A new file in `migrations/` goes at the end with the next
+/// version; its checksum is computed from `sql`, nothing else is needed.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
@@ -31,7 +43,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// Arbitrary constant key for `pg_advisory_xact_lock`.
 const LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"
 
-/// Applies the migrations not applied yet; returns the versions applied now.
+/// The SHA-256 of a migration's text, lower-case hex, as recorded in `schema_migrations`.
+pub fn checksum(sql: &str) -> String {
+    sha2::Sha256::digest(sql.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Applies the migrations not applied yet; returns the versions applied now. Fails without
+/// applying anything when an applied migration's text changed.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, PgError> {
     let q = |context| move |source| PgError::Query { context, source };
     let tx = client
@@ -48,20 +69,54 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Pg
          CREATE TABLE IF NOT EXISTS schema_migrations (
             version integer PRIMARY KEY,
             name text NOT NULL,
-            applied_at timestamptz NOT NULL DEFAULT now())",
+            applied_at timestamptz NOT NULL DEFAULT now());
+         ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text",
     )
     .await
     .map_err(q("creating schema_migrations"))?;
-    let applied: Vec<i32> = tx
-        .query("SELECT version FROM schema_migrations", &[])
+    let applied: Vec<(i32, String, Option<String>)> = tx
+        .query(
+            "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await
         .map_err(q("reading schema_migrations"))?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
+    for (version, name, recorded) in &applied {
+        let Some(&(_, _, sql)) = MIGRATIONS.iter().find(|(v, _, _)| v == version) else {
+            tracing::warn!(
+                version,
+                name,
+                "the database has a migration this binary does not know (applied by a newer version?)"
+            );
+            continue;
+        };
+        let current = checksum(sql);
+        match recorded {
+            Some(recorded) if *recorded != current => {
+                return Err(PgError::MigrationChanged {
+                    version: *version,
+                    name: name.clone(),
+                    recorded: recorded.clone(),
+                    current,
+                });
+            }
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "UPDATE schema_migrations SET checksum = $2 WHERE version = $1",
+                    &[version, &current],
+                )
+                .await
+                .map_err(q("recording a migration's checksum"))?;
+            }
+        }
+    }
     let mut now = Vec::new();
     for &(version, name, sql) in MIGRATIONS {
-        if applied.contains(&version) {
+        if applied.iter().any(|(v, _, _)| *v == version) {
             continue;
         }
         let failed = |source| PgError::Migration {
@@ -71,8 +126,8 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Pg
         };
         tx.batch_execute(sql).await.map_err(failed)?;
         tx.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-            &[&version, &name],
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&version, &name, &checksum(sql)],
         )
         .await
         .map_err(failed)?;

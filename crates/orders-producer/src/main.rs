@@ -48,7 +48,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _ = dotenvy::from_filename("config.env");
+    orders_env::load()?;
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -38,7 +38,8 @@ pub async fn test_settings(topic: Option<&str>) -> Settings {
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
-        orders_app::telemetry::init("info", orders_app::config::LogFormat::Text);
+        orders_app::telemetry::init("info", orders_app::config::LogFormat::Text)
+            .expect("a valid filter");
     }
     let repo = PgRepository::connect(&settings.postgres().unwrap())
         .await

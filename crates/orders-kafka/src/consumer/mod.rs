@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use orders_domain::{
-    Fence, FetchedBatch, IngestService, OrderSource, PartitionLeases, Position, RecordMark,
+    Chain, Fence, FetchedBatch, IngestService, OrderSource, PartitionLeases, Position, RecordMark,
     RejectReason, Rejection, RepositoryError, SourceError, StartOffset, StoreBatch,
 };
 use tokio::sync::watch;
@@ -283,7 +283,7 @@ impl Consumer {
                         marks.get(&partition).copied(),
                     ),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot read stored offsets; retrying");
+                        tracing::warn!(error = %Chain(&e), "cannot read stored offsets; retrying");
                         self.count_error("database");
                         if !pause(backoff.next(), shutdown).await {
                             return None;
@@ -573,7 +573,7 @@ impl Consumer {
                     return Committed::Refused(detail);
                 }
                 Err(e) => {
-                    tracing::warn!(parent: span, error = %e, "storing the batch failed; retrying without moving the offset");
+                    tracing::warn!(parent: span, error = %Chain(&e), "storing the batch failed; retrying without moving the offset");
                     self.count_error("database");
                     if !pause(backoff.next(), shutdown).await {
                         return Committed::Stopped;

@@ -25,6 +25,19 @@ use crate::config::PgConfig;
 use crate::error::{PgError, connect_error, map_pool};
 use crate::migrate::migrate;
 
+/// A pool's state, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open.
+    pub size: usize,
+    /// Connections idle.
+    pub available: usize,
+    /// Tasks waiting for a connection.
+    pub waiting: usize,
+    /// Most connections the pool opens.
+    pub max_size: usize,
+}
+
 /// The PostgreSQL repository: a connection pool and the statements of the contract.
 #[derive(Clone)]
 pub struct PgRepository {
@@ -137,10 +150,15 @@ impl PgRepository {
         self.pool.close();
     }
 
-    /// Pool status for metrics: (size, available).
-    pub fn pool_status(&self) -> (usize, usize) {
+    /// Pool status for metrics.
+    pub fn pool_status(&self) -> PoolStatus {
         let s = self.pool.status();
-        (s.size, s.available)
+        PoolStatus {
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+            max_size: s.max_size,
+        }
     }
 }
 
@@ -172,9 +190,17 @@ impl OrderRepository for PgRepository {
         self.settle(client, result)
     }
 
-    async fn recent_summaries(&self, limit: usize) -> Result<Vec<OrderSummary>, RepositoryError> {
+    async fn recent_summaries(
+        &self,
+        before: Option<StoreSeq>,
+        limit: usize,
+    ) -> Result<Vec<(StoreSeq, OrderSummary)>, RepositoryError> {
         let client = self.client().await?;
-        let result = timeout(self.query_timeout, read::recent_summaries(&client, limit)).await;
+        let result = timeout(
+            self.query_timeout,
+            read::recent_summaries(&client, before, limit),
+        )
+        .await;
         self.settle(client, result)
     }
 

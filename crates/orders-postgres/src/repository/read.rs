@@ -171,28 +171,35 @@ pub(super) async fn recent(
 
 pub(super) async fn recent_summaries(
     client: &Object,
+    before: Option<StoreSeq>,
     limit: usize,
-) -> Result<Vec<OrderSummary>, RepositoryError> {
+) -> Result<Vec<(StoreSeq, OrderSummary)>, RepositoryError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Keyset paging on ingest_seq (its unique index): a page costs the same at any depth.
+    let before = before.map_or(i64::MAX, |s| s.0);
     let rows = client
         .query(
-            "SELECT o.order_uid, o.date_created,
+            "SELECT o.ingest_seq, o.order_uid, o.date_created,
                     (SELECT count(*) FROM items i WHERE i.order_uid = o.order_uid),
                     p.amount, p.currency
              FROM orders o JOIN payments p USING (order_uid)
-             ORDER BY o.ingest_seq DESC LIMIT $1",
-            &[&limit],
+             WHERE o.ingest_seq < $1
+             ORDER BY o.ingest_seq DESC LIMIT $2",
+            &[&before, &limit],
         )
         .await
         .map_err(|e| map_pg("reading recent order summaries", e))?;
     Ok(rows
         .iter()
-        .map(|r| OrderSummary {
-            order_uid: r.get(0),
-            date_created: r.get(1),
-            items: r.get(2),
-            amount: r.get(3),
-            currency: r.get(4),
+        .map(|r| {
+            let summary = OrderSummary {
+                order_uid: r.get(1),
+                date_created: r.get(2),
+                items: r.get(3),
+                amount: r.get(4),
+                currency: r.get(5),
+            };
+            (StoreSeq(r.get(0)), summary)
         })
         .collect())
 }

@@ -1,0 +1,106 @@
+//! [`OrderJson`]: an order serialized once, with the entity tag of those bytes.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sha2::Digest;
+
+use crate::model::Order;
+
+/// Bytes of an entity tag: a quoted string of 32 lower-case hex digits (the first 128 bits of
+/// the SHA-256 of the bytes it tags), ready to be sent as an HTTP `ETag` header.
+pub const ENTITY_TAG_LEN: usize = 34;
+
+/// The strong entity tag of `bytes`: `"` + 32 hex digits + `"`. The same bytes always get the
+/// same tag, on every replica and across versions (it is a digest of the bytes only), so a
+/// client's cached copy stays valid everywhere.
+pub fn entity_tag(bytes: &[u8]) -> [u8; ENTITY_TAG_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = sha2::Sha256::digest(bytes);
+    let mut tag = [b'"'; ENTITY_TAG_LEN];
+    for (i, b) in digest.iter().take(16).enumerate() {
+        tag[1 + 2 * i] = HEX[usize::from(b >> 4)];
+        tag[2 + 2 * i] = HEX[usize::from(b & 0xf)];
+    }
+    tag
+}
+
+/// An order's JSON as the API serves it, with its entity tag computed once, when it is made
+/// (before it enters the cache), never per request.
+///
+/// One buffer holds the tag and then the JSON, so a cache entry is one reference-counted
+/// allocation, exactly sized, and a hit clones one reference count (splitting it into its two
+/// parts touches only that same count).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OrderJson {
+    /// [`ENTITY_TAG_LEN`] bytes of tag, then the JSON.
+    buf: Bytes,
+}
+
+impl std::fmt::Debug for OrderJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderJson")
+            .field("etag", &String::from_utf8_lossy(self.etag()))
+            .field("json_bytes", &self.json().len())
+            .finish()
+    }
+}
+
+impl OrderJson {
+    /// Serializes `order` after room for its tag, then tags it: one allocation of exactly the
+    /// size held (cached copies live long, and spare capacity would be held with them).
+    pub fn from_order(order: &Order) -> Result<Self, serde_json::Error> {
+        let json = serde_json::to_vec(order)?;
+        Ok(Self::from_json(&json))
+    }
+
+    /// Tags JSON that is already serialized.
+    pub fn from_json(json: &[u8]) -> Self {
+        let mut buf = BytesMut::with_capacity(ENTITY_TAG_LEN + json.len());
+        buf.put_slice(&entity_tag(json));
+        buf.put_slice(json);
+        Self { buf: buf.freeze() }
+    }
+
+    /// The JSON.
+    pub fn json(&self) -> &[u8] {
+        &self.buf[ENTITY_TAG_LEN..]
+    }
+
+    /// The strong entity tag, quotes included (`"0123…"`).
+    pub fn etag(&self) -> &[u8] {
+        &self.buf[..ENTITY_TAG_LEN]
+    }
+
+    /// Bytes held in memory: tag and JSON.
+    pub fn held_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// `(etag, json)` as two views of the same buffer (no copy).
+    pub fn into_parts(self) -> (Bytes, Bytes) {
+        let mut json = self.buf;
+        let etag = json.split_to(ENTITY_TAG_LEN);
+        (etag, json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_is_a_quoted_digest_of_the_json_and_the_parts_split_cleanly() {
+        let a = OrderJson::from_json(br#"{"a":1}"#);
+        let b = OrderJson::from_json(br#"{"a":2}"#);
+        assert_eq!(a.json(), br#"{"a":1}"#);
+        assert_eq!(a.etag(), entity_tag(br#"{"a":1}"#));
+        assert_ne!(a.etag(), b.etag());
+        let tag = std::str::from_utf8(a.etag()).expect("ascii");
+        assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() == ENTITY_TAG_LEN);
+        assert!(tag[1..33].bytes().all(|c| c.is_ascii_hexdigit()));
+        // SHA-256("") starts e3b0c442 98fc1c14…: the tag is stable, not per process.
+        assert_eq!(&entity_tag(b""), b"\"e3b0c44298fc1c149afbf4c8996fb924\"");
+        let (etag, json) = a.clone().into_parts();
+        assert_eq!((&etag[..], &json[..]), (a.etag(), a.json()));
+        assert_eq!(a.held_bytes(), ENTITY_TAG_LEN + 7);
+    }
+}
