@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "log_identity",
         include_str!("../../../migrations/0003_log_identity.sql"),
     ),
+    (
+        5,
+        "unknown_fields",
+        include_str!("../../../migrations/0005_unknown_fields.sql"),
+    ),
 ];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`.
