@@ -221,6 +221,14 @@ pub(crate) async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse,
         .body(buf))
 }
 
+/// The JSON Schema of the order message, as checked in (`schema/order.json`).
+pub(crate) async fn order_schema() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/schema+json")
+        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
+        .body(orders_domain::ORDER_SCHEMA_JSON)
+}
+
 fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(content_type)

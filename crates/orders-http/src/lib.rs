@@ -1,7 +1,8 @@
 //! The HTTP side of the orders service, on actix-web.
 //!
 //! Routes: `GET /order/{order_uid}`, `GET /orders?limit=N`, `GET /cache/stats`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`, and the web page (`GET /`, `/static/*`, embedded).
+//! `GET /readyz`, `GET /metrics`, `GET /schema/order.json` (the message's JSON Schema), and the
+//! web page (`GET /`, `/static/*`, embedded).
 //!
 //! Invariant: handlers only call the domain's [`QueryService`] and the [`Readiness`] probe;
 //! bad input is a 4xx with a JSON body, never a 500.
@@ -126,6 +127,7 @@ pub fn configure(state: HttpState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/healthz", web::get().to(handlers::healthz))
             .route("/readyz", web::get().to(handlers::readyz))
             .route("/metrics", web::get().to(handlers::metrics))
+            .route("/schema/order.json", web::get().to(handlers::order_schema))
             .default_service(web::to(handlers::not_found));
     }
 }
