@@ -126,7 +126,12 @@ async fn keep_stores_unknown_fields_once_and_serves_them_back_from_cache_and_fro
     assert_same_order(&from_cache, &sent);
 
     // Stored once, each object's unknown fields in its own table's column.
-    for (table, want) in [("orders", 1), ("deliveries", 1), ("payments", 1), ("items", 3)] {
+    for (table, want) in [
+        ("orders", 1),
+        ("deliveries", 1),
+        ("payments", 1),
+        ("items", 3),
+    ] {
         let n: i64 = sql
             .query_one(
                 &format!("SELECT count(*) FROM {table} WHERE extra IS NOT NULL"),
@@ -155,8 +160,14 @@ async fn keep_stores_unknown_fields_once_and_serves_them_back_from_cache_and_fro
         ("orders_unknown_fields_total{field=\"first\"}", 1.0),
         ("orders_unknown_fields_total{field=\"loyalty_points\"}", 1.0),
         ("orders_unknown_fields_total{field=\"delivery.floor\"}", 1.0),
-        ("orders_unknown_fields_total{field=\"payment.fx_rate\"}", 1.0),
-        ("orders_unknown_fields_total{field=\"items[].gift_wrap\"}", 1.0),
+        (
+            "orders_unknown_fields_total{field=\"payment.fx_rate\"}",
+            1.0,
+        ),
+        (
+            "orders_unknown_fields_total{field=\"items[].gift_wrap\"}",
+            1.0,
+        ),
     ] {
         assert_eq!(sample(&metrics, series), Some(want), "{series}\n{metrics}");
     }
@@ -245,7 +256,10 @@ fn orders_cli(settings: &Settings, args: &[&str], env: &[(&str, &str)]) -> Outpu
 
 #[tokio::test]
 async fn reject_refuses_unknown_fields_as_before_and_replay_with_keep_stores_them_once() {
-    let base = with_policy(common::test_settings(Some(&topic("reject"))).await, "reject");
+    let base = with_policy(
+        common::test_settings(Some(&topic("reject"))).await,
+        "reject",
+    );
     assert_eq!(base.unknown_fields, UnknownFields::Reject);
     let app = common::spawn_app_with(base.clone()).await;
     app.wait_ready().await;

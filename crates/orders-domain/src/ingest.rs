@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::RepositoryError;
+use crate::model::Order;
 use crate::ports::{
     AcceptedOrder, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
     RecordMark, RejectedFilter, Rejection, StoreBatch,
 };
-use crate::model::Order;
 use crate::unknown::UnknownFields;
 use crate::validation::{DEFAULT_MAX_MESSAGE_BYTES, RejectReason, decode_order_with};
 
@@ -80,7 +80,9 @@ pub fn unknown_field_paths(order: &Order) -> Vec<String> {
         .iter()
         .for_each(|(k, _)| add(format!("payment.{k}")));
     for item in &order.items {
-        item.extra.iter().for_each(|(k, _)| add(format!("items[].{k}")));
+        item.extra
+            .iter()
+            .for_each(|(k, _)| add(format!("items[].{k}")));
     }
     paths
 }

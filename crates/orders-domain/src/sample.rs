@@ -100,7 +100,10 @@ pub fn order_with_unknown_fields(prefix: &str, n: u64, items: usize) -> Order {
             "campaign",
             r#"{"id":"spring","tags":["a","b"],"weight":1.50,"nested":{"deep":[[1],[2,{"x":null}]]}}"#,
         ),
-        ("precise", "123456789012345678901234567890.123456789012345678901"),
+        (
+            "precise",
+            "123456789012345678901234567890.123456789012345678901",
+        ),
     ]);
     o.delivery.extra = extra(&[("floor", "3"), ("geo", r#"{"lat":55.7558,"lon":37.6173}"#)]);
     o.payment.extra = extra(&[("installments", "null"), ("fx_rate", "1E-7")]);

@@ -75,7 +75,10 @@ fn finish(v: &mut Value) {
         Value::Object(map) => {
             if map.get("type") == Some(&Value::String("object".into())) {
                 map.remove("additionalProperties");
-                map.insert("propertyNames".into(), serde_json::json!({"pattern": NO_NUL}));
+                map.insert(
+                    "propertyNames".into(),
+                    serde_json::json!({"pattern": NO_NUL}),
+                );
             }
             // What serde refuses past the Rust type's bounds.
             let max = match map.get("format").and_then(Value::as_str) {

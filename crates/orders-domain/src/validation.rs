@@ -250,7 +250,8 @@ pub const ORDER_FIELDS: [&str; 14] = [
     "date_created",
     "oof_shard",
 ];
-pub const DELIVERY_FIELDS: [&str; 7] = ["name", "phone", "zip", "city", "address", "region", "email"];
+pub const DELIVERY_FIELDS: [&str; 7] =
+    ["name", "phone", "zip", "city", "address", "region", "email"];
 pub const PAYMENT_FIELDS: [&str; 10] = [
     "transaction",
     "request_id",
@@ -314,7 +315,11 @@ fn split_object<'a>(
     known: &[&str],
     path: &dyn Fn(&str) -> String,
     out: &mut String,
-    mut nested: impl FnMut(&str, &'a serde_json::value::RawValue, &mut String) -> Result<bool, DecodeError>,
+    mut nested: impl FnMut(
+        &str,
+        &'a serde_json::value::RawValue,
+        &mut String,
+    ) -> Result<bool, DecodeError>,
 ) -> Result<Unknown<'a>, DecodeError> {
     let mut unknown: Unknown<'a> = Vec::new();
     out.push('{');
@@ -367,57 +372,77 @@ pub fn parse_order_keeping(text: &str) -> Result<Order, DecodeError> {
     };
     let mut known = String::with_capacity(text.len());
     let mut unknowns = Unknowns::default();
-    let sub = |prefix: &'static str| move |k: &str| {
-        if k.is_empty() { prefix.to_owned() } else { format!("{prefix}.{k}") }
+    let sub = |prefix: &'static str| {
+        move |k: &str| {
+            if k.is_empty() {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        }
     };
     let (mut delivery, mut payment, mut items) = (Vec::new(), Vec::new(), Vec::new());
     let order_unknown = split_object(
         top,
         &ORDER_FIELDS,
-        &|k: &str| if k.is_empty() { ".".to_owned() } else { k.to_owned() },
-        &mut known,
-        |k, v, out| {
-            match k {
-                "delivery" | "payment" => {
-                    let Ok(fields) = serde_json::from_str::<RawFields<'_>>(v.get()) else {
-                        return Ok(false);
-                    };
-                    let (names, target): (&[&str], &mut Unknown<'_>) = if k == "delivery" {
-                        (&DELIVERY_FIELDS, &mut delivery)
-                    } else {
-                        (&PAYMENT_FIELDS, &mut payment)
-                    };
-                    let prefix = if k == "delivery" { "delivery" } else { "payment" };
-                    *target = split_object(fields, names, &sub(prefix), out, |_, _, _| Ok(false))?;
-                    Ok(true)
-                }
-                "items" => {
-                    let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(v.get()) else {
-                        return Ok(false);
-                    };
-                    out.push('[');
-                    for (i, item) in list.into_iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        match serde_json::from_str::<RawFields<'_>>(item.get()) {
-                            Ok(fields) => {
-                                let path = move |k: &str| {
-                                    if k.is_empty() { format!("items[{i}]") } else { format!("items[{i}].{k}") }
-                                };
-                                let u = split_object(fields, &ITEM_FIELDS, &path, out, |_, _, _| Ok(false))?;
-                                if !u.is_empty() {
-                                    items.push((i, u));
-                                }
-                            }
-                            Err(_) => out.push_str(item.get()),
-                        }
-                    }
-                    out.push(']');
-                    Ok(true)
-                }
-                _ => Ok(false),
+        &|k: &str| {
+            if k.is_empty() {
+                ".".to_owned()
+            } else {
+                k.to_owned()
             }
+        },
+        &mut known,
+        |k, v, out| match k {
+            "delivery" | "payment" => {
+                let Ok(fields) = serde_json::from_str::<RawFields<'_>>(v.get()) else {
+                    return Ok(false);
+                };
+                let (names, target): (&[&str], &mut Unknown<'_>) = if k == "delivery" {
+                    (&DELIVERY_FIELDS, &mut delivery)
+                } else {
+                    (&PAYMENT_FIELDS, &mut payment)
+                };
+                let prefix = if k == "delivery" {
+                    "delivery"
+                } else {
+                    "payment"
+                };
+                *target = split_object(fields, names, &sub(prefix), out, |_, _, _| Ok(false))?;
+                Ok(true)
+            }
+            "items" => {
+                let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(v.get()) else {
+                    return Ok(false);
+                };
+                out.push('[');
+                for (i, item) in list.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    match serde_json::from_str::<RawFields<'_>>(item.get()) {
+                        Ok(fields) => {
+                            let path = move |k: &str| {
+                                if k.is_empty() {
+                                    format!("items[{i}]")
+                                } else {
+                                    format!("items[{i}].{k}")
+                                }
+                            };
+                            let u = split_object(fields, &ITEM_FIELDS, &path, out, |_, _, _| {
+                                Ok(false)
+                            })?;
+                            if !u.is_empty() {
+                                items.push((i, u));
+                            }
+                        }
+                        Err(_) => out.push_str(item.get()),
+                    }
+                }
+                out.push(']');
+                Ok(true)
+            }
+            _ => Ok(false),
         },
     )?;
     unknowns.order = order_unknown;
@@ -430,9 +455,7 @@ pub fn parse_order_keeping(text: &str) -> Result<Order, DecodeError> {
         return parse_order(text);
     }
     let mut order = parse_order(&known).map_err(without_position)?;
-    let keep = |u: Unknown<'_>| {
-        crate::unknown::Extra::from_raw(u)
-    };
+    let keep = |u: Unknown<'_>| crate::unknown::Extra::from_raw(u);
     order.extra = keep(unknowns.order);
     order.delivery.extra = keep(unknowns.delivery);
     order.payment.extra = keep(unknowns.payment);
@@ -618,7 +641,11 @@ fn unknown_rules(o: &Order, errors: &mut Vec<FieldError>) {
         for (name, raw) in extra.iter() {
             let path = || {
                 let p = prefix();
-                if p.is_empty() { name.to_owned() } else { format!("{p}.{name}") }
+                if p.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{p}.{name}")
+                }
             };
             if json_depth(raw) > MAX_UNKNOWN_DEPTH {
                 errors.push(FieldError {

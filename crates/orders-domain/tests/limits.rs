@@ -800,7 +800,9 @@ fn check_with(case: &Case, message: &[u8], policy: UnknownFields) -> Option<Stri
                 && (value.pointer("/zz_top/n/1") != Some(&json!(2.5))
                     || value.pointer("/delivery/zz_floor") != Some(&json!(3)))
             {
-                return Some(format!("accepted, but the unknown fields are lost: {value}"));
+                return Some(format!(
+                    "accepted, but the unknown fields are lost: {value}"
+                ));
             }
             // What is accepted serializes to an order that is accepted again, unchanged.
             let again = decode_order_with(

@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use orders_domain::sample::{generated_order, invalid_messages, mixed_order, order_with_unknown_fields};
+use orders_domain::sample::{
+    generated_order, invalid_messages, mixed_order, order_with_unknown_fields,
+};
 use orders_domain::schema::{SCHEMA_VERSION, order_schema, order_schema_json};
 use orders_domain::validation::DEFAULT_MAX_MESSAGE_BYTES;
 use orders_domain::{ORDER_SCHEMA_JSON, RejectReason, UnknownFields, decode_order_with};
@@ -58,7 +60,11 @@ fn the_schema_is_draft_2020_12_valid_and_versioned() {
 fn the_reference_and_generated_orders_validate() {
     let v = validator();
     let reference: Value = serde_json::from_str(orders_domain::REFERENCE_ORDER_JSON).unwrap();
-    assert!(v.is_valid(&reference), "{:?}", v.iter_errors(&reference).next());
+    assert!(
+        v.is_valid(&reference),
+        "{:?}",
+        v.iter_errors(&reference).next()
+    );
     for n in 0..300 {
         for order in [
             mixed_order("schema-", n),
@@ -185,9 +191,9 @@ fn single_rule_violations_fail_the_schema_and_the_service() {
         cases.push((format!("{p} = {value:.40}"), with(p, Some(value))));
     }
     let mut too_many = with("/items", None);
-    let item: Value = serde_json::from_str::<Value>(orders_domain::REFERENCE_ORDER_JSON).unwrap()
-        ["items"][0]
-        .clone();
+    let item: Value =
+        serde_json::from_str::<Value>(orders_domain::REFERENCE_ORDER_JSON).unwrap()["items"][0]
+            .clone();
     too_many["items"] = Value::Array(vec![item; orders_domain::validation::MAX_ITEMS + 1]);
     cases.push(("1001 items".into(), too_many));
     for (label, instance) in cases {

@@ -15,7 +15,11 @@ fn keep(bytes: &[u8]) -> Result<orders_domain::Order, DecodeError> {
 }
 
 fn reject(bytes: &[u8]) -> Result<orders_domain::Order, DecodeError> {
-    decode_order_with(Some(bytes), DEFAULT_MAX_MESSAGE_BYTES, UnknownFields::Reject)
+    decode_order_with(
+        Some(bytes),
+        DEFAULT_MAX_MESSAGE_BYTES,
+        UnknownFields::Reject,
+    )
 }
 
 fn fixture() -> Value {
@@ -80,7 +84,6 @@ fn a_hand_written_message_comes_back_equal_field_for_field() {
             "\"payment\": {\"big\": 98765432109876543210987654321,",
             1,
         )
-        .replacen("\"items\": [", "\"items\": [", 1)
         .replacen("\"chrt_id\"", "\"gift\": {\"wrap\": true}, \"chrt_id\"", 1)
         .replacen(
             "\"oof_shard\"",
@@ -122,7 +125,10 @@ fn reject_refuses_an_unknown_field_at_every_depth_as_before() {
         let bytes = serde_json::to_vec(&v).unwrap();
         let err = reject(&bytes).unwrap_err();
         assert_eq!(err.reason(), RejectReason::NotOrder, "{err}");
-        assert!(err.to_string().contains(&format!("unknown field `{name}`")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("unknown field `{name}`")),
+            "{err}"
+        );
         // And `decode_order` is `reject`.
         assert_eq!(
             orders_domain::decode_order(Some(&bytes), DEFAULT_MAX_MESSAGE_BYTES).unwrap_err(),
@@ -148,10 +154,13 @@ fn a_repeated_unknown_field_is_not_an_order_like_a_repeated_known_one() {
     let err = keep(text.as_bytes()).unwrap_err();
     assert_eq!(err.reason(), RejectReason::NotOrder);
     assert!(err.to_string().contains("duplicate field `x`"), "{err}");
-    let text = orders_domain::REFERENCE_ORDER_JSON
-        .replacen("{", "{\"x\": 1, \"locale\": \"en\",", 1);
+    let text =
+        orders_domain::REFERENCE_ORDER_JSON.replacen("{", "{\"x\": 1, \"locale\": \"en\",", 1);
     let err = keep(text.as_bytes()).unwrap_err();
-    assert!(err.to_string().contains("duplicate field `locale`"), "{err}");
+    assert!(
+        err.to_string().contains("duplicate field `locale`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -222,12 +222,21 @@ async fn insert_children(
         return Ok(());
     }
     let with_extra = orders.iter().any(|a| !a.order.delivery.extra.is_empty());
-    let (sql, types) = copy_columns(with_extra, COPY_DELIVERIES, COPY_DELIVERIES_EXTRA, &DELIVERY_TYPES);
+    let (sql, types) = copy_columns(
+        with_extra,
+        COPY_DELIVERIES,
+        COPY_DELIVERIES_EXTRA,
+        &DELIVERY_TYPES,
+    );
     let w = copy_writer(tx, sql, types, "copying deliveries").await?;
     pin_mut!(w);
     for a in orders {
         let (o, d) = (&a.order, &a.order.delivery);
-        let extra = if with_extra { extra_json(&d.extra) } else { None };
+        let extra = if with_extra {
+            extra_json(&d.extra)
+        } else {
+            None
+        };
         let row: [&(dyn ToSql + Sync); 9] = [
             &o.order_uid,
             &d.name,
@@ -249,12 +258,21 @@ async fn insert_children(
         .map_err(|e| map_pg("copying deliveries", e))?;
 
     let with_extra = orders.iter().any(|a| !a.order.payment.extra.is_empty());
-    let (sql, types) = copy_columns(with_extra, COPY_PAYMENTS, COPY_PAYMENTS_EXTRA, &PAYMENT_TYPES);
+    let (sql, types) = copy_columns(
+        with_extra,
+        COPY_PAYMENTS,
+        COPY_PAYMENTS_EXTRA,
+        &PAYMENT_TYPES,
+    );
     let w = copy_writer(tx, sql, types, "copying payments").await?;
     pin_mut!(w);
     for a in orders {
         let (o, p) = (&a.order, &a.order.payment);
-        let extra = if with_extra { extra_json(&p.extra) } else { None };
+        let extra = if with_extra {
+            extra_json(&p.extra)
+        } else {
+            None
+        };
         let row: [&(dyn ToSql + Sync); 12] = [
             &o.order_uid,
             &p.transaction,
@@ -289,7 +307,11 @@ async fn insert_children(
         for (i, it) in o.items.iter().enumerate() {
             // The index in the message; MAX_ITEMS keeps it far inside i32.
             let position = i as i32;
-            let extra = if with_extra { extra_json(&it.extra) } else { None };
+            let extra = if with_extra {
+                extra_json(&it.extra)
+            } else {
+                None
+            };
             let row: [&(dyn ToSql + Sync); 14] = [
                 &o.order_uid,
                 &position,
