@@ -121,11 +121,18 @@ pub async fn rejected(settings: &Settings, cmd: RejectedCommand) -> anyhow::Resu
                 println!("{reason:<16} {n}");
             }
         }
-        RejectedCommand::Replay { reason } => {
+        RejectedCommand::Replay {
+            reason,
+            unknown_fields,
+        } => {
             let cache = Arc::new(orders_cache::DashCache::new(1));
-            let report = settings.ingest(repo, cache).replay(reason).await?;
+            let ingest = settings
+                .ingest(repo, cache)
+                .with_unknown_fields(unknown_fields.unwrap_or(settings.unknown_fields));
+            let policy = ingest.unknown_fields();
+            let report = ingest.replay(reason).await?;
             println!(
-                "replayed {} rejected messages: {} stored as orders, {} duplicates, {} still rejected ({} refused by the database)",
+                "replayed {} rejected messages: {} stored as orders, {} duplicates, {} still rejected ({} refused by the database); unknown fields: {policy}",
                 report.examined,
                 report.stored,
                 report.duplicates,

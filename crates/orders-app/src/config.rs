@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use orders_domain::RejectReason;
+use orders_domain::{RejectReason, UnknownFields};
 use orders_kafka::KafkaSecurityArgs;
 use orders_postgres::SslMode;
 use orders_security::{Secret, resolve_secret};
@@ -60,6 +60,10 @@ pub enum RejectedCommand {
     Replay {
         #[arg(long, value_parser = parse_reason)]
         reason: Option<RejectReason>,
+        /// The policy for unknown fields to replay with (default: UNKNOWN_FIELDS). `keep` turns
+        /// not_order rows that failed only on unknown fields into orders.
+        #[arg(long, value_parser = parse_unknown_fields)]
+        unknown_fields: Option<UnknownFields>,
     },
 }
 
@@ -86,6 +90,10 @@ fn parse_reason(s: &str) -> Result<RejectReason, String> {
         let all: Vec<_> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
         format!("unknown reason {s:?}; one of: {}", all.join(", "))
     })
+}
+
+fn parse_unknown_fields(s: &str) -> Result<UnknownFields, String> {
+    UnknownFields::parse(s).ok_or_else(|| format!("unknown policy {s:?}; one of: reject, keep"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,6 +186,10 @@ pub struct Settings {
     /// replaying works); larger ones as their first 4 KiB with their size and SHA-256.
     #[arg(long, env = "REJECTED_PAYLOAD_MAX_BYTES", default_value_t = orders_domain::ingest::DEFAULT_REJECTED_PAYLOAD_MAX_BYTES)]
     pub rejected_payload_max_bytes: usize,
+    /// Fields the order model does not know, at any depth: keep (store them and serve them back
+    /// in place) or reject (the message is rejected as not_order).
+    #[arg(long, env = "UNKNOWN_FIELDS", default_value = "keep", value_parser = parse_unknown_fields)]
+    pub unknown_fields: UnknownFields,
     /// Consume the topic (turn off to serve reads only).
     #[arg(long, env = "CONSUME", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = BoolishValueParser::new())]
@@ -278,6 +290,7 @@ impl Settings {
         orders_domain::IngestService::new(repo, cache)
             .with_max_message_bytes(self.max_message_bytes)
             .with_rejected_payload_max_bytes(self.rejected_payload_max_bytes)
+            .with_unknown_fields(self.unknown_fields)
     }
 
     pub fn kafka(&self) -> Result<orders_kafka::KafkaConfig, SettingsError> {

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod startup;
 pub mod telemetry;
 

@@ -275,9 +275,13 @@ impl Application {
         let query = QueryService::new(read_repo_dyn, cache_dyn.clone()).with_max_concurrent_misses(
             usize::try_from(settings.max_concurrent_misses).unwrap_or(usize::MAX),
         );
-        let ingest = settings.ingest(repo_dyn, cache_dyn);
-
         let registry = prometheus::Registry::new();
+        let unknown_field_metrics = crate::metrics::UnknownFieldMetrics::register(&registry)
+            .context("registering unknown-field metrics")?;
+        let ingest = settings
+            .ingest(repo_dyn, cache_dyn)
+            .with_observer(Arc::new(unknown_field_metrics));
+
         let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;
         let consumer_metrics =
             ConsumerMetrics::register(&registry).context("registering consumer metrics")?;

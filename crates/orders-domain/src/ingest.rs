@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::RepositoryError;
+use crate::model::Order;
 use crate::order_json::OrderJson;
 use crate::ports::{
     AcceptedOrder, Fence, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
     RecordMark, RejectedFilter, Rejection, StoreBatch,
 };
-use crate::validation::{DEFAULT_MAX_MESSAGE_BYTES, RejectReason, decode_order};
+use crate::unknown::UnknownFields;
+use crate::validation::{DEFAULT_MAX_MESSAGE_BYTES, RejectReason, decode_order_with};
 
 /// Default bound on a rejected payload kept whole: well above the default
 /// `MAX_MESSAGE_BYTES`, so that raising that limit and replaying `oversize` rows still works.
@@ -51,6 +53,41 @@ fn split_replay(mut batch: StoreBatch) -> (StoreBatch, StoreBatch) {
     (batch, second)
 }
 
+/// Told what ingestion stored, for metrics; the adapter decides how to count (and how to
+/// bound its labels: the names come from producers).
+pub trait IngestObserver: Send + Sync + std::fmt::Debug {
+    /// An order was stored with fields the model does not know: the path of each, once
+    /// (`loyalty_points`, `delivery.floor`, `items[].gift_wrap`: items are not told apart).
+    fn stored_with_unknown_fields(&self, paths: &[String]);
+}
+
+/// The paths of an order's unknown fields, each once, as [`IngestObserver`] gets them.
+pub fn unknown_field_paths(order: &Order) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    let mut add = |p: String| {
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+    };
+    order.extra.iter().for_each(|(k, _)| add(k.to_owned()));
+    order
+        .delivery
+        .extra
+        .iter()
+        .for_each(|(k, _)| add(format!("delivery.{k}")));
+    order
+        .payment
+        .extra
+        .iter()
+        .for_each(|(k, _)| add(format!("payment.{k}")));
+    for item in &order.items {
+        item.extra
+            .iter()
+            .for_each(|(k, _)| add(format!("items[].{k}")));
+    }
+    paths
+}
+
 /// Rejected rows replayed per transaction.
 const REPLAY_PAGE: usize = 500;
 
@@ -61,6 +98,8 @@ pub struct IngestService {
     cache: Arc<dyn OrderCache>,
     max_message_bytes: usize,
     rejected_payload_max_bytes: usize,
+    unknown_fields: UnknownFields,
+    observer: Option<Arc<dyn IngestObserver>>,
 }
 
 impl IngestService {
@@ -70,7 +109,25 @@ impl IngestService {
             cache,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             rejected_payload_max_bytes: DEFAULT_REJECTED_PAYLOAD_MAX_BYTES,
+            unknown_fields: UnknownFields::default(),
+            observer: None,
         }
+    }
+
+    /// What to do with fields the model does not know (default: keep them).
+    pub fn with_unknown_fields(mut self, policy: UnknownFields) -> Self {
+        self.unknown_fields = policy;
+        self
+    }
+
+    pub fn unknown_fields(&self) -> UnknownFields {
+        self.unknown_fields
+    }
+
+    /// Told about stored orders, for metrics.
+    pub fn with_observer(mut self, observer: Arc<dyn IngestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Rejected payloads over this many bytes are kept as an excerpt with size and digest.
@@ -104,7 +161,11 @@ impl IngestService {
                 partition: batch.partition,
                 offset: msg.offset,
             };
-            match decode_order(msg.value.as_deref(), self.max_message_bytes) {
+            match decode_order_with(
+                msg.value.as_deref(),
+                self.max_message_bytes,
+                self.unknown_fields,
+            ) {
                 Ok(order) if !seen.insert(order.order_uid.clone()) => {
                     // Same uid twice in one batch: the first wins, like across batches.
                     rejections.push(
@@ -174,6 +235,11 @@ impl IngestService {
                 Ok(json) => self.cache.insert(&accepted.order.order_uid, json),
                 Err(e) => tracing::error!(error = %e, "cannot serialize a stored order"),
             }
+            if let Some(observer) = &self.observer
+                && accepted.order.has_unknown_fields()
+            {
+                observer.stored_with_unknown_fields(&unknown_field_paths(&accepted.order));
+            }
         }
         Ok(IngestReport {
             stored: outcome.stored.len(),
@@ -236,7 +302,11 @@ impl IngestService {
                     report.still_rejected += 1;
                     continue;
                 }
-                let Ok(order) = decode_order(row.payload.as_deref(), self.max_message_bytes) else {
+                let Ok(order) = decode_order_with(
+                    row.payload.as_deref(),
+                    self.max_message_bytes,
+                    self.unknown_fields,
+                ) else {
                     report.still_rejected += 1;
                     continue;
                 };

@@ -11,6 +11,8 @@ pub mod order_json;
 pub mod ports;
 pub mod query;
 pub mod sample;
+pub mod schema;
+pub mod unknown;
 pub mod validation;
 
 #[cfg(any(test, feature = "testing"))]
@@ -27,10 +29,15 @@ pub use ports::{
     StartOffset, StoreBatch, StoreOutcome, StoreSeq, fair_share,
 };
 pub use query::{MissStats, QueryService};
+pub use unknown::{Extra, UnknownFields};
 pub use validation::{
-    DecodeError, FieldError, RejectReason, Violations, decode_order, is_valid_order_uid,
-    validate_order,
+    DecodeError, FieldError, RejectReason, Violations, decode_order, decode_order_with,
+    is_valid_order_uid, validate_order,
 };
 
 /// The reference order message, shipped with the project.
 pub const REFERENCE_ORDER_JSON: &str = include_str!("../../../fixtures/order.json");
+
+/// The JSON Schema of the order message as checked in (`schema/order.json`); a test checks
+/// that it is what [`schema::order_schema`] generates from the model.
+pub const ORDER_SCHEMA_JSON: &str = include_str!("../../../schema/order.json");

@@ -1,22 +1,29 @@
 //! The order as it arrives on the topic and as the API returns it.
 //!
-//! Field names and JSON types follow the reference message (`fixtures/order.json`) exactly;
-//! unknown fields are rejected so a typo in a producer never silently loses data.
+//! Field names and JSON types follow the reference message (`fixtures/order.json`) exactly.
+//! The derived `Deserialize` refuses unknown fields (policy `reject`, and the fast path of
+//! every parse); under policy `keep` they are split off first and kept in each struct's
+//! `extra` (see [`crate::unknown`]), which is written back in place when the order is
+//! serialized. The JSON Schema of the message is derived from these types ([`crate::schema`]).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
+
+use crate::unknown::Extra;
 
 use crate::validation::{
     validate_currency, validate_email, validate_order_uid, validate_phone, validate_token,
 };
 
 /// One order with its delivery, payment and items.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate, JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Order {
     #[validate(custom(function = "validate_order_uid"))]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     #[cfg_attr(
         feature = "openapi",
         schema(
@@ -28,6 +35,7 @@ pub struct Order {
     )]
     pub order_uid: String,
     #[validate(length(min = 1, max = 64), custom(function = "validate_token"))]
+    #[schemars(regex(pattern = r"^[!-~]*$"))]
     pub track_number: String,
     #[validate(length(min = 1, max = 32))]
     pub entry: String,
@@ -52,20 +60,27 @@ pub struct Order {
     pub sm_id: i64,
     /// RFC 3339 on the wire; kept in UTC with microsecond precision (PostgreSQL `timestamptz`).
     #[serde(with = "rfc3339")]
+    #[schemars(schema_with = "date_time_schema")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime, example = "2021-11-26T06:22:19Z"))]
     pub date_created: DateTime<Utc>,
     #[validate(length(min = 1, max = 16))]
     pub oof_shard: String,
+    /// Fields the model does not know (policy `keep`), written back in place.
+    #[serde(flatten, skip_deserializing)]
+    #[schemars(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub extra: Extra,
 }
 
 /// Where the order goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate, JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Delivery {
     #[validate(length(min = 1, max = 256))]
     pub name: String,
     #[validate(custom(function = "validate_phone"))]
+    #[schemars(regex(pattern = r"^\+[0-9]{5,20}$"))]
     pub phone: String,
     #[validate(length(min = 1, max = 32))]
     pub zip: String,
@@ -76,11 +91,17 @@ pub struct Delivery {
     #[validate(length(min = 1, max = 128))]
     pub region: String,
     #[validate(length(min = 3, max = 254), custom(function = "validate_email"))]
+    #[schemars(email)]
     pub email: String,
+    /// Fields the model does not know (policy `keep`), written back in place.
+    #[serde(flatten, skip_deserializing)]
+    #[schemars(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub extra: Extra,
 }
 
 /// How the order was paid. Money is in minor units (integers), never floats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate, JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Payment {
@@ -90,6 +111,7 @@ pub struct Payment {
     #[validate(length(max = 128))]
     pub request_id: String,
     #[validate(custom(function = "validate_currency"))]
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: String,
     #[validate(length(min = 1, max = 64))]
     pub provider: String,
@@ -106,10 +128,15 @@ pub struct Payment {
     pub goods_total: i64,
     #[validate(range(min = 0))]
     pub custom_fee: i64,
+    /// Fields the model does not know (policy `keep`), written back in place.
+    #[serde(flatten, skip_deserializing)]
+    #[schemars(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub extra: Extra,
 }
 
 /// One line of the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate, JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Item {
@@ -136,6 +163,11 @@ pub struct Item {
     pub brand: String,
     #[validate(range(min = 0))]
     pub status: i32,
+    /// Fields the model does not know (policy `keep`), written back in place.
+    #[serde(flatten, skip_deserializing)]
+    #[schemars(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub extra: Extra,
 }
 
 /// A short line for lists of recent orders.
@@ -149,6 +181,11 @@ pub struct OrderSummary {
     pub items: i64,
     pub amount: i64,
     pub currency: String,
+}
+
+/// `date_created` in the JSON Schema: the wire form, RFC 3339.
+fn date_time_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "format": "date-time"})
 }
 
 /// RFC 3339 in and out, normalised to UTC and truncated to what PostgreSQL stores, so a value
@@ -182,6 +219,14 @@ pub(crate) mod rfc3339 {
 }
 
 impl Order {
+    /// Has the order (or its delivery, payment or an item) fields the model does not know?
+    pub fn has_unknown_fields(&self) -> bool {
+        !(self.extra.is_empty()
+            && self.delivery.extra.is_empty()
+            && self.payment.extra.is_empty()
+            && self.items.iter().all(|i| i.extra.is_empty()))
+    }
+
     /// The order as JSON, allocated to its exact size: cached copies live long, and the spare
     /// capacity `serde_json::to_vec` leaves (up to half) would be held with them.
     pub fn to_json_bytes(&self) -> Result<bytes::Bytes, serde_json::Error> {

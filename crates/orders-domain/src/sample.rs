@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::model::{Delivery, Item, Order, Payment};
+use crate::unknown::Extra;
 
 /// The reference order (`fixtures/order.json`).
 pub fn reference_order() -> Order {
@@ -32,6 +33,7 @@ pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
                 nm_id: 2_000_000 + i as i64,
                 brand: "Vivienne Sabo".into(),
                 status: 202,
+                extra: Extra::NONE,
             }
         })
         .collect();
@@ -53,6 +55,7 @@ pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
             address: format!("Ploshad Mira {}", n % 100),
             region: "Kraiot".into(),
             email: "test@gmail.com".into(),
+            extra: Extra::NONE,
         },
         payment: Payment {
             transaction: uid,
@@ -65,6 +68,7 @@ pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
             delivery_cost,
             goods_total,
             custom_fee: 0,
+            extra: Extra::NONE,
         },
         items,
         locale: "en".into(),
@@ -75,7 +79,41 @@ pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
         sm_id: 99,
         date_created: created,
         oof_shard: "1".into(),
+        extra: Extra::NONE,
     }
+}
+
+/// [`generated_order`] with fields the model does not know at every depth (the order, its
+/// delivery, its payment, each item), as a producer that has evolved its message sends them:
+/// nested values, a number beyond `f64` precision, an exponent, escapes, `null`. Serialized,
+/// it is that message; decoded under policy `keep`, it is this order again.
+pub fn order_with_unknown_fields(prefix: &str, n: u64, items: usize) -> Order {
+    let mut o = generated_order(prefix, n, items);
+    // The values are literals, each one JSON value: building them cannot fail.
+    #[allow(clippy::expect_used)]
+    let extra = |fields: &[(&str, &str)]| {
+        Extra::from_fields(fields.iter().copied()).expect("literal unknown fields")
+    };
+    o.extra = extra(&[
+        ("loyalty_points", "12"),
+        (
+            "campaign",
+            r#"{"id":"spring","tags":["a","b"],"weight":1.50,"nested":{"deep":[[1],[2,{"x":null}]]}}"#,
+        ),
+        (
+            "precise",
+            "123456789012345678901234567890.123456789012345678901",
+        ),
+    ]);
+    o.delivery.extra = extra(&[("floor", "3"), ("geo", r#"{"lat":55.7558,"lon":37.6173}"#)]);
+    o.payment.extra = extra(&[("installments", "null"), ("fx_rate", "1E-7")]);
+    for (i, item) in o.items.iter_mut().enumerate() {
+        item.extra = extra(&[
+            ("gift_wrap", if i % 2 == 0 { "true" } else { "false" }),
+            ("note", r#""fragile \u00e9 \"quoted\" \\ é""#),
+        ]);
+    }
+    o
 }
 
 /// Items per generated order, by `n % 3`: the mix the producer, the tests and the benchmarks use.

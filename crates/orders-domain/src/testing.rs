@@ -441,6 +441,38 @@ pub mod conformance {
         }
     }
 
+    /// Orders with fields the model does not know, at every depth, mixed in one batch with
+    /// orders without: each read back (one by one and by `recent`) exactly as stored, its
+    /// unknown fields' text unchanged.
+    pub async fn unknown_fields_round_trip(repo: &dyn OrderRepository) {
+        use crate::sample::order_with_unknown_fields;
+        let orders: Vec<Order> = (0..12)
+            .map(|n| {
+                if n % 3 == 0 {
+                    generated_order("plain-", n, 2)
+                } else {
+                    order_with_unknown_fields("unknown-", n, 1 + (n as usize % 4))
+                }
+            })
+            .collect();
+        let acc = orders
+            .iter()
+            .enumerate()
+            .map(|(i, o)| accepted(o.clone(), 2, i as i64))
+            .collect();
+        repo.store_batch(&batch(acc, 2, None, 12)).await.unwrap();
+        for o in &orders {
+            let back = repo.get(&o.order_uid).await.unwrap().expect("stored");
+            assert_eq!(&back, o);
+            assert_eq!(back.to_json_bytes().unwrap(), o.to_json_bytes().unwrap());
+        }
+        let recent = repo.recent(None, 100).await.unwrap();
+        assert_eq!(recent.len(), orders.len());
+        for (_, o) in recent {
+            assert!(orders.contains(&o), "{}", o.order_uid);
+        }
+    }
+
     /// Re-storing an order (even with other content) changes nothing stored and is reported
     /// as a duplicate rejection.
     pub async fn restore_is_idempotent(repo: &dyn OrderRepository) {
@@ -911,7 +943,8 @@ pub mod conformance {
                 fixture_round_trip, many_items_round_trip, restore_is_idempotent,
                 failed_batch_commits_nothing, rejections_and_offsets_stored, most_recent_first,
                 superseded_rejections_go_with_the_orders, truncated_payloads_and_nul,
-                concurrent_writers_are_fenced, repeated_positions_keep_every_rejection);
+                concurrent_writers_are_fenced, repeated_positions_keep_every_rejection,
+                unknown_fields_round_trip);
         };
         (@each $make:expr; $($name:ident),*) => {
             $(

@@ -10,6 +10,7 @@ use serde::Serialize;
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
 use crate::model::Order;
+use crate::unknown::{MAX_UNKNOWN_DEPTH, RawFields, UnknownFields, json_depth, json_has_nul};
 
 /// Longest accepted `order_uid`.
 pub const MAX_ORDER_UID_LEN: usize = 64;
@@ -160,8 +161,20 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// Turns a raw message value into a valid order, or says precisely why not.
+/// Turns a raw message value into a valid order, or says precisely why not; a field the model
+/// does not know makes it `not_order` (policy `reject`).
 pub fn decode_order(value: Option<&[u8]>, max_bytes: usize) -> Result<Order, DecodeError> {
+    decode_order_with(value, max_bytes, UnknownFields::Reject)
+}
+
+/// [`decode_order`] with a policy for fields the model does not know. Under
+/// [`UnknownFields::Keep`] they are kept in the order (see [`crate::unknown`]); every known
+/// field keeps every rule it has.
+pub fn decode_order_with(
+    value: Option<&[u8]>,
+    max_bytes: usize,
+    unknown: UnknownFields,
+) -> Result<Order, DecodeError> {
     let bytes = value.ok_or(DecodeError::Tombstone)?;
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
@@ -173,7 +186,10 @@ pub fn decode_order(value: Option<&[u8]>, max_bytes: usize) -> Result<Order, Dec
         });
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;
-    let order = parse_order(text)?;
+    let order = match unknown {
+        UnknownFields::Reject => parse_order(text)?,
+        UnknownFields::Keep => parse_order_keeping(text)?,
+    };
     validate_order(&order).map_err(DecodeError::Invalid)?;
     Ok(order)
 }
@@ -213,6 +229,263 @@ pub fn parse_order(text: &str) -> Result<Order, DecodeError> {
                 _ => Err(DecodeError::NotJson(clip(&inner.to_string()))),
             }
         }
+    }
+}
+
+/// The fields of each object of the order, as the model names them. A test checks them against
+/// the model's own serialization.
+pub const ORDER_FIELDS: [&str; 14] = [
+    "order_uid",
+    "track_number",
+    "entry",
+    "delivery",
+    "payment",
+    "items",
+    "locale",
+    "internal_signature",
+    "customer_id",
+    "delivery_service",
+    "shardkey",
+    "sm_id",
+    "date_created",
+    "oof_shard",
+];
+pub const DELIVERY_FIELDS: [&str; 7] =
+    ["name", "phone", "zip", "city", "address", "region", "email"];
+pub const PAYMENT_FIELDS: [&str; 10] = [
+    "transaction",
+    "request_id",
+    "currency",
+    "provider",
+    "amount",
+    "payment_dt",
+    "bank",
+    "delivery_cost",
+    "goods_total",
+    "custom_fee",
+];
+pub const ITEM_FIELDS: [&str; 11] = [
+    "chrt_id",
+    "track_number",
+    "price",
+    "rid",
+    "name",
+    "sale",
+    "size",
+    "total_price",
+    "nm_id",
+    "brand",
+    "status",
+];
+
+/// Unknown fields split off one object: name and exact text, in order.
+type Unknown<'a> = Vec<(String, &'a serde_json::value::RawValue)>;
+
+/// The unknown fields found at each depth of a message.
+#[derive(Default)]
+struct Unknowns<'a> {
+    order: Unknown<'a>,
+    delivery: Unknown<'a>,
+    payment: Unknown<'a>,
+    /// By item index.
+    items: Vec<(usize, Unknown<'a>)>,
+}
+
+impl Unknowns<'_> {
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+            && self.delivery.is_empty()
+            && self.payment.is_empty()
+            && self.items.is_empty()
+    }
+}
+
+fn push_key(out: &mut String, k: &str) {
+    // A `&str` always serializes.
+    out.push_str(&serde_json::to_string(k).unwrap_or_default());
+    out.push(':');
+}
+
+/// Writes the known members of the object `fields` to `out` as one JSON object (nested known
+/// objects through `nested`), and returns the unknown ones. A repeated unknown name, or one
+/// holding NUL, makes the message `not_order` (a repeated known name is left for serde, which
+/// refuses it the same way).
+fn split_object<'a>(
+    fields: RawFields<'a>,
+    known: &[&str],
+    path: &dyn Fn(&str) -> String,
+    out: &mut String,
+    mut nested: impl FnMut(
+        &str,
+        &'a serde_json::value::RawValue,
+        &mut String,
+    ) -> Result<bool, DecodeError>,
+) -> Result<Unknown<'a>, DecodeError> {
+    let mut unknown: Unknown<'a> = Vec::new();
+    out.push('{');
+    let mut first = true;
+    for (k, v) in fields.0 {
+        if !known.contains(&k.as_str()) {
+            if k.contains('\0') {
+                return Err(DecodeError::NotOrder(clip(&format!(
+                    "{}: field name {} contains NUL",
+                    path(""),
+                    quote(&k)
+                ))));
+            }
+            if unknown.iter().any(|(n, _)| *n == k) {
+                return Err(DecodeError::NotOrder(clip(&format!(
+                    "{}: duplicate field `{}`",
+                    path(&k),
+                    escape_control(&k)
+                ))));
+            }
+            unknown.push((k, v));
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        push_key(out, &k);
+        if !nested(&k, v, out)? {
+            out.push_str(v.get());
+        }
+    }
+    out.push('}');
+    Ok(unknown)
+}
+
+/// JSON text to `Order`, keeping the fields the model does not know (policy `keep`). An order
+/// without any takes the plain parse, as under `reject`; one with some is split into its known
+/// members, parsed by the same strict rules, and given back its unknown ones.
+pub fn parse_order_keeping(text: &str) -> Result<Order, DecodeError> {
+    use serde_json::value::RawValue;
+    if let Ok(order) = serde_json::from_str::<Order>(text) {
+        return Ok(order);
+    }
+    let top: RawFields<'_> = match serde_json::from_str(text) {
+        Ok(top) => top,
+        // Not an object: the strict parse says what it is instead.
+        Err(e) if e.classify() == serde_json::error::Category::Data => return parse_order(text),
+        Err(e) => return Err(DecodeError::NotJson(clip(&e.to_string()))),
+    };
+    let mut known = String::with_capacity(text.len());
+    let mut unknowns = Unknowns::default();
+    let sub = |prefix: &'static str| {
+        move |k: &str| {
+            if k.is_empty() {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        }
+    };
+    let (mut delivery, mut payment, mut items) = (Vec::new(), Vec::new(), Vec::new());
+    let order_unknown = split_object(
+        top,
+        &ORDER_FIELDS,
+        &|k: &str| {
+            if k.is_empty() {
+                ".".to_owned()
+            } else {
+                k.to_owned()
+            }
+        },
+        &mut known,
+        |k, v, out| match k {
+            "delivery" | "payment" => {
+                let Ok(fields) = serde_json::from_str::<RawFields<'_>>(v.get()) else {
+                    return Ok(false);
+                };
+                let (names, target): (&[&str], &mut Unknown<'_>) = if k == "delivery" {
+                    (&DELIVERY_FIELDS, &mut delivery)
+                } else {
+                    (&PAYMENT_FIELDS, &mut payment)
+                };
+                let prefix = if k == "delivery" {
+                    "delivery"
+                } else {
+                    "payment"
+                };
+                *target = split_object(fields, names, &sub(prefix), out, |_, _, _| Ok(false))?;
+                Ok(true)
+            }
+            "items" => {
+                let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(v.get()) else {
+                    return Ok(false);
+                };
+                out.push('[');
+                for (i, item) in list.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    match serde_json::from_str::<RawFields<'_>>(item.get()) {
+                        Ok(fields) => {
+                            let path = move |k: &str| {
+                                if k.is_empty() {
+                                    format!("items[{i}]")
+                                } else {
+                                    format!("items[{i}].{k}")
+                                }
+                            };
+                            let u = split_object(fields, &ITEM_FIELDS, &path, out, |_, _, _| {
+                                Ok(false)
+                            })?;
+                            if !u.is_empty() {
+                                items.push((i, u));
+                            }
+                        }
+                        Err(_) => out.push_str(item.get()),
+                    }
+                }
+                out.push(']');
+                Ok(true)
+            }
+            _ => Ok(false),
+        },
+    )?;
+    unknowns.order = order_unknown;
+    unknowns.delivery = delivery;
+    unknowns.payment = payment;
+    unknowns.items = items;
+    if unknowns.is_empty() {
+        // Nothing unknown: the message fails for another reason, which the strict parse of
+        // the original text names with its position.
+        return parse_order(text);
+    }
+    let mut order = parse_order(&known).map_err(without_position)?;
+    let keep = |u: Unknown<'_>| crate::unknown::Extra::from_raw(u);
+    order.extra = keep(unknowns.order);
+    order.delivery.extra = keep(unknowns.delivery);
+    order.payment.extra = keep(unknowns.payment);
+    for (i, u) in unknowns.items {
+        if let Some(item) = order.items.get_mut(i) {
+            item.extra = keep(u);
+        }
+    }
+    Ok(order)
+}
+
+/// An error found in the rebuilt text of known fields: its line and column would point into
+/// that text, not the message, so they are left out.
+fn without_position(e: DecodeError) -> DecodeError {
+    fn strip(s: String) -> String {
+        match s.rfind(" at line ") {
+            Some(i)
+                if s[i + 9..]
+                    .split(" column ")
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                s[..i].to_owned()
+            }
+            _ => s,
+        }
+    }
+    match e {
+        DecodeError::NotOrder(s) => DecodeError::NotOrder(strip(s)),
+        DecodeError::NotJson(s) => DecodeError::NotJson(strip(s)),
+        other => other,
     }
 }
 
@@ -287,6 +560,7 @@ pub fn validate_order(order: &Order) -> Result<(), Violations> {
     }
     cross_field_rules(order, &mut errors);
     text_rules(order, &mut errors);
+    unknown_rules(order, &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -356,6 +630,48 @@ fn text_rules(o: &Order, errors: &mut Vec<FieldError>) {
             ("brand", &it.brand),
         ] {
             check(&|| format!("items[{i}].{name}"), v);
+        }
+    }
+}
+
+/// What is kept of an unknown field must be storable and servable as it came: no NUL (see
+/// `text_rules`) and a bounded nesting (see [`MAX_UNKNOWN_DEPTH`]).
+fn unknown_rules(o: &Order, errors: &mut Vec<FieldError>) {
+    let mut check = |prefix: &dyn Fn() -> String, extra: &crate::unknown::Extra| {
+        for (name, raw) in extra.iter() {
+            let path = || {
+                let p = prefix();
+                if p.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{p}.{name}")
+                }
+            };
+            if json_depth(raw) > MAX_UNKNOWN_DEPTH {
+                errors.push(FieldError {
+                    path: escape_control(&path()).into_owned(),
+                    rule: format!("must not nest deeper than {MAX_UNKNOWN_DEPTH} levels"),
+                });
+            } else if json_has_nul(raw) {
+                errors.push(FieldError {
+                    path: escape_control(&path()).into_owned(),
+                    rule: NUL_RULE.into(),
+                });
+            }
+        }
+    };
+    if !o.extra.is_empty() {
+        check(&String::new, &o.extra);
+    }
+    if !o.delivery.extra.is_empty() {
+        check(&|| "delivery".to_owned(), &o.delivery.extra);
+    }
+    if !o.payment.extra.is_empty() {
+        check(&|| "payment".to_owned(), &o.payment.extra);
+    }
+    for (i, it) in o.items.iter().enumerate() {
+        if !it.extra.is_empty() {
+            check(&|| format!("items[{i}]"), &it.extra);
         }
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 
 use orders_domain::validation::{DEFAULT_MAX_MESSAGE_BYTES, decode_order};
-use orders_domain::{DecodeError, REFERENCE_ORDER_JSON};
+use orders_domain::{DecodeError, REFERENCE_ORDER_JSON, UnknownFields, decode_order_with};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -762,9 +762,31 @@ fn all_cases() -> Vec<Case> {
     cases
 }
 
+/// Fields the model does not know, spliced in at every depth of a compact message (where that
+/// object is still an object).
+const UNKNOWN_AT: [(&str, &str); 4] = [
+    ("{", "{\"zz_top\":{\"n\":[1,2.50,null]},"),
+    ("\"delivery\":{", "\"delivery\":{\"zz_floor\":3,"),
+    ("\"payment\":{", "\"payment\":{\"zz_risk\":\"low\","),
+    ("\"items\":[{", "\"items\":[{\"zz_gift\":true,"),
+];
+
+fn with_unknown_fields(message: &[u8]) -> Vec<u8> {
+    let mut text = String::from_utf8(message.to_vec()).unwrap();
+    for (at, with) in UNKNOWN_AT {
+        text = text.replacen(at, with, 1);
+    }
+    text.into_bytes()
+}
+
 /// What went wrong with `case`, if anything.
 fn check(case: &Case) -> Option<String> {
-    let got = decode_order(Some(&case.message), DEFAULT_MAX_MESSAGE_BYTES);
+    check_with(case, &case.message, UnknownFields::Reject)
+}
+
+/// `case` decoded from `message` under `policy`.
+fn check_with(case: &Case, message: &[u8], policy: UnknownFields) -> Option<String> {
+    let got = decode_order_with(Some(message), DEFAULT_MAX_MESSAGE_BYTES, policy);
     match (&case.expect, got) {
         (Expect::Ok(want), Ok(order)) => {
             let value = serde_json::to_value(&order).unwrap();
@@ -774,10 +796,19 @@ fn check(case: &Case) -> Option<String> {
                     value.pointer(case.pointer)
                 ));
             }
+            if policy == UnknownFields::Keep
+                && (value.pointer("/zz_top/n/1") != Some(&json!(2.5))
+                    || value.pointer("/delivery/zz_floor") != Some(&json!(3)))
+            {
+                return Some(format!(
+                    "accepted, but the unknown fields are lost: {value}"
+                ));
+            }
             // What is accepted serializes to an order that is accepted again, unchanged.
-            let again = decode_order(
+            let again = decode_order_with(
                 Some(&order.to_json_bytes().unwrap()),
                 DEFAULT_MAX_MESSAGE_BYTES,
+                policy,
             );
             (again.as_ref() != Ok(&order))
                 .then(|| format!("accepted, but does not round-trip: {again:?}"))
@@ -810,6 +841,30 @@ fn one_field_at_a_time() {
     );
     assert!(cases.len() >= 1000);
     assert_eq!(cases.len(), EXPECTED_CASES, "cases added or lost");
+}
+
+/// An unknown field never relaxes a known one: every case above, with fields the model does
+/// not know at every depth and the policy `keep`, has exactly the same outcome (and an accepted
+/// one keeps the unknown fields).
+#[test]
+fn one_field_at_a_time_with_unknown_fields_kept() {
+    let cases = all_cases();
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| {
+            let message = with_unknown_fields(&c.message);
+            assert_ne!(message, c.message);
+            check_with(c, &message, UnknownFields::Keep).map(|why| format!("{}: {why}", c.label))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert_eq!(cases.len(), EXPECTED_CASES);
 }
 
 /// Every leaf of the reference order (each field of the order, delivery, payment and

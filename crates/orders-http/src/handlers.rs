@@ -395,6 +395,20 @@ pub(crate) async fn metrics(state: web::Data<HttpState>) -> Result<HttpResponse,
         .body(buf))
 }
 
+/// The JSON Schema of the order message, as checked in (`schema/order.json`).
+#[utoipa::path(
+    method(get, head),
+    path = "/schema/order.json",
+    tag = "operations",
+    responses((status = 200, description = "The JSON Schema (draft 2020-12) of the order message", content_type = "application/schema+json", body = Object)),
+)]
+pub(crate) async fn order_schema() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/schema+json")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(orders_domain::ORDER_SCHEMA_JSON)
+}
+
 /// The OpenAPI 3.1 document of these routes.
 #[utoipa::path(
     method(get, head),

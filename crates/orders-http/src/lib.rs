@@ -1,9 +1,9 @@
 //! The HTTP side of the orders service, on actix-web.
 //!
 //! Routes: `GET /order/{order_uid}`, `GET /orders?limit=N&before=C`, `GET /cache/stats`,
-//! `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /openapi.json`, and the web page
-//! (`GET /`, `/static/*`, embedded). Every route answers HEAD as GET, and any other method
-//! with 405 and `Allow`.
+//! `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /openapi.json`, `GET /schema/order.json`
+//! (the message's JSON Schema), and the web page (`GET /`, `/static/*`, embedded). Every route
+//! answers HEAD as GET, and any other method with 405 and `Allow`.
 //!
 //! Invariant: handlers only call the domain's [`QueryService`] and the [`Readiness`] probe;
 //! bad input is a 4xx with a JSON body, never a 500.
@@ -136,6 +136,7 @@ pub fn configure(state: HttpState) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(readable("/readyz", handlers::readyz))
             .service(readable("/metrics", handlers::metrics))
             .service(readable("/openapi.json", handlers::openapi))
+            .service(readable("/schema/order.json", handlers::order_schema))
             .default_service(web::to(handlers::not_found));
     }
 }

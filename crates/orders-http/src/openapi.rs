@@ -25,6 +25,7 @@ use crate::handlers;
         handlers::readyz,
         handlers::metrics,
         handlers::openapi,
+        handlers::order_schema,
         handlers::index,
         handlers::app_js,
         handlers::style_css,

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "partition_leases",
         include_str!("../../../migrations/0004_partition_leases.sql"),
     ),
+    (
+        5,
+        "unknown_fields",
+        include_str!("../../../migrations/0005_unknown_fields.sql"),
+    ),
 ];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`.

@@ -3,30 +3,43 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::Object;
-use orders_domain::{Delivery, Item, Order, OrderSummary, Payment, RepositoryError, StoreSeq};
+use orders_domain::{
+    Delivery, Extra, Item, Order, OrderSummary, Payment, RepositoryError, StoreSeq,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
 use crate::error::map_pg;
 
 /// Columns of `order_from_row`; the number of them is the index of any column added after.
-const ORDER_COLUMNS: usize = 28;
+const ORDER_COLUMNS: usize = 31;
+// `extra` (unknown fields, NULL when none) as text: a json value's text is what was stored.
 const SELECT_ORDER_COLUMNS: &str = "
 SELECT o.order_uid, o.track_number, o.entry, o.locale, o.internal_signature, o.customer_id,
        o.delivery_service, o.shardkey, o.sm_id, o.date_created, o.oof_shard,
        d.name, d.phone, d.zip, d.city, d.address, d.region, d.email,
        p.transaction, p.request_id, p.currency, p.provider, p.amount, p.payment_dt, p.bank,
-       p.delivery_cost, p.goods_total, p.custom_fee";
+       p.delivery_cost, p.goods_total, p.custom_fee,
+       o.extra::text, d.extra::text, p.extra::text";
 const FROM_ORDERS: &str =
     "FROM orders o JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)";
 
 const SELECT_ITEM_COLUMNS: &str = "
 SELECT order_uid, chrt_id, track_number, price, rid, name, sale, size, total_price, nm_id, brand,
-       status
+       status, extra::text
 FROM items";
 
-fn order_from_row(row: &Row) -> Order {
-    Order {
+/// The unknown fields stored in column `i` (NULL: none).
+fn extra_at(row: &Row, i: usize) -> Result<Extra, RepositoryError> {
+    match row.get::<_, Option<&str>>(i) {
+        None => Ok(Extra::NONE),
+        Some(text) => Extra::from_json_object(text)
+            .map_err(|e| RepositoryError::other("reading the unknown fields of an order", e)),
+    }
+}
+
+fn order_from_row(row: &Row) -> Result<Order, RepositoryError> {
+    Ok(Order {
         order_uid: row.get(0),
         track_number: row.get(1),
         entry: row.get(2),
@@ -46,6 +59,7 @@ fn order_from_row(row: &Row) -> Order {
             address: row.get(15),
             region: row.get(16),
             email: row.get(17),
+            extra: extra_at(row, 29)?,
         },
         payment: Payment {
             transaction: row.get(18),
@@ -58,14 +72,16 @@ fn order_from_row(row: &Row) -> Order {
             delivery_cost: row.get(25),
             goods_total: row.get(26),
             custom_fee: row.get(27),
+            extra: extra_at(row, 30)?,
         },
         items: Vec::new(),
-    }
+        extra: extra_at(row, 28)?,
+    })
 }
 
 /// The item of a `SELECT_ITEM_COLUMNS` row (its column 0, the order's uid, is left to the caller).
-fn item_from_row(row: &Row) -> Item {
-    Item {
+fn item_from_row(row: &Row) -> Result<Item, RepositoryError> {
+    Ok(Item {
         chrt_id: row.get(1),
         track_number: row.get(2),
         price: row.get(3),
@@ -77,7 +93,8 @@ fn item_from_row(row: &Row) -> Item {
         nm_id: row.get(9),
         brand: row.get(10),
         status: row.get(11),
-    }
+        extra: extra_at(row, 12)?,
+    })
 }
 
 pub(super) async fn get(
@@ -100,9 +117,10 @@ pub(super) async fn get(
         client.query(&items_stmt, &uid)
     )
     .map_err(|e| map_pg("reading an order", e))?;
-    Ok(row.map(|row| Order {
-        items: items.iter().map(item_from_row).collect(),
-        ..order_from_row(&row)
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(Order {
+        items: items.iter().map(item_from_row).collect::<Result<_, _>>()?,
+        ..order_from_row(&row)?
     }))
 }
 
@@ -131,8 +149,8 @@ pub(super) async fn recent(
         .map_err(|e| map_pg("reading recent orders", e))?;
     let mut orders: Vec<(StoreSeq, Order)> = rows
         .iter()
-        .map(|r| (StoreSeq(r.get(ORDER_COLUMNS)), order_from_row(r)))
-        .collect();
+        .map(|r| Ok((StoreSeq(r.get(ORDER_COLUMNS)), order_from_row(r)?)))
+        .collect::<Result<_, RepositoryError>>()?;
     drop(rows);
     // By the page's uids: an index lookup per order, whatever the plan for the page.
     let uids: Vec<&str> = orders.iter().map(|(_, o)| o.order_uid.as_str()).collect();
@@ -156,7 +174,7 @@ pub(super) async fn recent(
                 i
             }
         };
-        items[slot].push(item_from_row(row));
+        items[slot].push(item_from_row(row)?);
     }
     drop(index);
     drop(uids);

@@ -8,26 +8,32 @@ use deadpool_postgres::Object;
 use futures::pin_mut;
 use orders_domain::{AcceptedOrder, RejectReason, RepositoryError, StoreBatch, StoreOutcome};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::error::map_pg;
 
 const INSERT_ORDERS: &str = "
 INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
     delivery_service, shardkey, sm_id, date_created, oof_shard,
-    source_topic, source_partition, source_offset)
-SELECT a, b, c, d, e, f, g, h, i, j, k, $12::text, p, o FROM
+    source_topic, source_partition, source_offset, extra)
+SELECT a, b, c, d, e, f, g, h, i, j, k, $12::text, p, o, x FROM
     UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-           $8::text[], $9::int8[], $10::timestamptz[], $11::text[], $13::int4[], $14::int8[])
-        AS u(a, b, c, d, e, f, g, h, i, j, k, p, o)
+           $8::text[], $9::int8[], $10::timestamptz[], $11::text[], $13::int4[], $14::int8[],
+           $15::json[])
+        AS u(a, b, c, d, e, f, g, h, i, j, k, p, o, x)
 ON CONFLICT (order_uid) DO NOTHING
 RETURNING order_uid";
 
 // The children of newly inserted orders go in with binary COPY: they cannot conflict (their
 // order row was inserted by this transaction), and COPY costs PostgreSQL the least per row.
+// Each table has a second COPY with its `extra` column (unknown fields, policy `keep`), used
+// only when an order of the batch has some there: a batch without them copies exactly the
+// same bytes as before the column existed.
 const COPY_DELIVERIES: &str = "COPY deliveries (order_uid, name, phone, zip, city, address, \
     region, email) FROM STDIN (FORMAT binary)";
-const DELIVERY_TYPES: [Type; 8] = [
+const COPY_DELIVERIES_EXTRA: &str = "COPY deliveries (order_uid, name, phone, zip, city, \
+    address, region, email, extra) FROM STDIN (FORMAT binary)";
+const DELIVERY_TYPES: [Type; 9] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
@@ -36,12 +42,16 @@ const DELIVERY_TYPES: [Type; 8] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
+    Type::JSON,
 ];
 
 const COPY_PAYMENTS: &str = "COPY payments (order_uid, transaction, request_id, currency, \
     provider, amount, payment_dt, bank, delivery_cost, goods_total, custom_fee) \
     FROM STDIN (FORMAT binary)";
-const PAYMENT_TYPES: [Type; 11] = [
+const COPY_PAYMENTS_EXTRA: &str = "COPY payments (order_uid, transaction, request_id, \
+    currency, provider, amount, payment_dt, bank, delivery_cost, goods_total, custom_fee, \
+    extra) FROM STDIN (FORMAT binary)";
+const PAYMENT_TYPES: [Type; 12] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
@@ -53,11 +63,14 @@ const PAYMENT_TYPES: [Type; 11] = [
     Type::INT8,
     Type::INT8,
     Type::INT8,
+    Type::JSON,
 ];
 
 const COPY_ITEMS: &str = "COPY items (order_uid, position, chrt_id, track_number, price, rid, \
     name, sale, size, total_price, nm_id, brand, status) FROM STDIN (FORMAT binary)";
-const ITEM_TYPES: [Type; 13] = [
+const COPY_ITEMS_EXTRA: &str = "COPY items (order_uid, position, chrt_id, track_number, price, \
+    rid, name, sale, size, total_price, nm_id, brand, status, extra) FROM STDIN (FORMAT binary)";
+const ITEM_TYPES: [Type; 14] = [
     Type::TEXT,
     Type::INT4,
     Type::INT8,
@@ -71,6 +84,7 @@ const ITEM_TYPES: [Type; 13] = [
     Type::INT8,
     Type::TEXT,
     Type::INT4,
+    Type::JSON,
 ];
 
 const INSERT_REJECTED: &str = "
@@ -138,6 +152,47 @@ pub(crate) fn commit_payloads<'a>(
     out
 }
 
+/// JSON text written as it is into a `json` column (whose binary form is the text itself): the
+/// unknown fields of one object, which the domain keeps as their exact text.
+#[derive(Debug)]
+struct JsonText(String);
+
+impl ToSql for JsonText {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON
+    }
+
+    to_sql_checked!();
+}
+
+/// The `extra` column's value for one object's unknown fields (NULL when none).
+fn extra_json(extra: &orders_domain::Extra) -> Option<JsonText> {
+    extra.to_json_object().map(JsonText)
+}
+
+/// The COPY statement and column types of a table: with the `extra` column only if needed.
+fn copy_columns<'a, const N: usize>(
+    with_extra: bool,
+    plain: &'static str,
+    extra: &'static str,
+    types: &'a [Type; N],
+) -> (&'static str, &'a [Type]) {
+    if with_extra {
+        (extra, &types[..])
+    } else {
+        (plain, &types[..N - 1])
+    }
+}
+
 /// Column vectors for one table, built in one pass so the hot path allocates once per column.
 #[derive(Default)]
 struct OrderColumns<'a> {
@@ -154,6 +209,7 @@ struct OrderColumns<'a> {
     oof: Vec<&'a str>,
     partition: Vec<i32>,
     offset: Vec<i64>,
+    extra: Vec<Option<JsonText>>,
 }
 
 impl<'a> OrderColumns<'a> {
@@ -174,6 +230,7 @@ impl<'a> OrderColumns<'a> {
             c.oof.push(&o.oof_shard);
             c.partition.push(a.position.partition);
             c.offset.push(a.position.offset);
+            c.extra.push(extra_json(&o.extra));
         }
         c
     }
@@ -201,21 +258,35 @@ async fn insert_children(
     if orders.is_empty() {
         return Ok(());
     }
-    let w = copy_writer(tx, COPY_DELIVERIES, &DELIVERY_TYPES, "copying deliveries").await?;
+    let with_extra = orders.iter().any(|a| !a.order.delivery.extra.is_empty());
+    let (sql, types) = copy_columns(
+        with_extra,
+        COPY_DELIVERIES,
+        COPY_DELIVERIES_EXTRA,
+        &DELIVERY_TYPES,
+    );
+    let w = copy_writer(tx, sql, types, "copying deliveries").await?;
     pin_mut!(w);
     for a in orders {
         let (o, d) = (&a.order, &a.order.delivery);
+        let extra = if with_extra {
+            extra_json(&d.extra)
+        } else {
+            None
+        };
+        let row: [&(dyn ToSql + Sync); 9] = [
+            &o.order_uid,
+            &d.name,
+            &d.phone,
+            &d.zip,
+            &d.city,
+            &d.address,
+            &d.region,
+            &d.email,
+            &extra,
+        ];
         w.as_mut()
-            .write(&[
-                &o.order_uid,
-                &d.name,
-                &d.phone,
-                &d.zip,
-                &d.city,
-                &d.address,
-                &d.region,
-                &d.email,
-            ])
+            .write(&row[..types.len()])
             .await
             .map_err(|e| map_pg("copying deliveries", e))?;
     }
@@ -223,24 +294,38 @@ async fn insert_children(
         .await
         .map_err(|e| map_pg("copying deliveries", e))?;
 
-    let w = copy_writer(tx, COPY_PAYMENTS, &PAYMENT_TYPES, "copying payments").await?;
+    let with_extra = orders.iter().any(|a| !a.order.payment.extra.is_empty());
+    let (sql, types) = copy_columns(
+        with_extra,
+        COPY_PAYMENTS,
+        COPY_PAYMENTS_EXTRA,
+        &PAYMENT_TYPES,
+    );
+    let w = copy_writer(tx, sql, types, "copying payments").await?;
     pin_mut!(w);
     for a in orders {
         let (o, p) = (&a.order, &a.order.payment);
+        let extra = if with_extra {
+            extra_json(&p.extra)
+        } else {
+            None
+        };
+        let row: [&(dyn ToSql + Sync); 12] = [
+            &o.order_uid,
+            &p.transaction,
+            &p.request_id,
+            &p.currency,
+            &p.provider,
+            &p.amount,
+            &p.payment_dt,
+            &p.bank,
+            &p.delivery_cost,
+            &p.goods_total,
+            &p.custom_fee,
+            &extra,
+        ];
         w.as_mut()
-            .write(&[
-                &o.order_uid,
-                &p.transaction,
-                &p.request_id,
-                &p.currency,
-                &p.provider,
-                &p.amount,
-                &p.payment_dt,
-                &p.bank,
-                &p.delivery_cost,
-                &p.goods_total,
-                &p.custom_fee,
-            ])
+            .write(&row[..types.len()])
             .await
             .map_err(|e| map_pg("copying payments", e))?;
     }
@@ -248,29 +333,40 @@ async fn insert_children(
         .await
         .map_err(|e| map_pg("copying payments", e))?;
 
-    let w = copy_writer(tx, COPY_ITEMS, &ITEM_TYPES, "copying items").await?;
+    let with_extra = orders
+        .iter()
+        .any(|a| a.order.items.iter().any(|it| !it.extra.is_empty()));
+    let (sql, types) = copy_columns(with_extra, COPY_ITEMS, COPY_ITEMS_EXTRA, &ITEM_TYPES);
+    let w = copy_writer(tx, sql, types, "copying items").await?;
     pin_mut!(w);
     for a in orders {
         let o = &a.order;
         for (i, it) in o.items.iter().enumerate() {
             // The index in the message; MAX_ITEMS keeps it far inside i32.
             let position = i as i32;
+            let extra = if with_extra {
+                extra_json(&it.extra)
+            } else {
+                None
+            };
+            let row: [&(dyn ToSql + Sync); 14] = [
+                &o.order_uid,
+                &position,
+                &it.chrt_id,
+                &it.track_number,
+                &it.price,
+                &it.rid,
+                &it.name,
+                &it.sale,
+                &it.size,
+                &it.total_price,
+                &it.nm_id,
+                &it.brand,
+                &it.status,
+                &extra,
+            ];
             w.as_mut()
-                .write(&[
-                    &o.order_uid,
-                    &position,
-                    &it.chrt_id,
-                    &it.track_number,
-                    &it.price,
-                    &it.rid,
-                    &it.name,
-                    &it.sale,
-                    &it.size,
-                    &it.total_price,
-                    &it.nm_id,
-                    &it.brand,
-                    &it.status,
-                ])
+                .write(&row[..types.len()])
                 .await
                 .map_err(|e| map_pg("copying items", e))?;
         }
@@ -385,6 +481,7 @@ pub(super) async fn store_batch(
             &batch.topic,
             &c.partition,
             &c.offset,
+            &c.extra,
         ];
         let rows = tx
             .query(&stmt, &p)
