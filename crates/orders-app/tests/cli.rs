@@ -14,16 +14,9 @@ use orders_domain::{
 };
 
 fn orders(settings: &orders_app::Settings, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orders"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orders"));
+    let mut child = common::database_env(&mut cmd, settings)
         .args(args)
-        .env("DB_HOST", &settings.db_host)
-        .env("DB_PORT", settings.db_port.to_string())
-        .env("DB_USER", &settings.db_user)
-        .env(
-            "DB_PASSWORD",
-            settings.postgres().unwrap().password.expose(),
-        )
-        .env("DB_NAME", &settings.db_name)
         .env("LOG_LEVEL", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -18,15 +18,8 @@ fn orders_in(dir: &Path, settings: &orders_app::Settings) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_orders"));
     c.current_dir(dir)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DB_HOST", &settings.db_host)
-        .env("DB_PORT", settings.db_port.to_string())
-        .env("DB_USER", &settings.db_user)
-        .env(
-            "DB_PASSWORD",
-            settings.postgres().unwrap().password.expose(),
-        )
-        .env("DB_NAME", &settings.db_name)
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    common::database_env(&mut c, settings)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c

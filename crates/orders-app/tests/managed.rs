@@ -39,14 +39,6 @@ fn producer_bin() -> String {
         .clone()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A scratch directory (no config.env above it) for a binary's working directory and logs.
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -181,7 +173,7 @@ async fn ingests_with(s: &SecureStack, name: &str, kafka: &dyn Fn(&mut Command, 
     );
     let dir = scratch(name);
     let log = dir.join("orders.log");
-    let port = free_port();
+    let port = common::free_port();
     let mut orders = command(env!("CARGO_BIN_EXE_orders"), &dir);
     secure_db_env(&mut orders, s, &db.dbname);
     kafka(&mut orders, &topic);
@@ -254,7 +246,7 @@ async fn a_wrong_kafka_password_is_reported_once_with_the_setting_not_retried_in
     let pw_file = dir.join("kafka-password");
     std::fs::write(&pw_file, format!("{wrong}\n")).unwrap();
     let log = dir.join("orders.log");
-    let port = free_port();
+    let port = common::free_port();
     let mut orders = command(env!("CARGO_BIN_EXE_orders"), &dir);
     secure_db_env(&mut orders, &s, &db.dbname);
     sasl_env(&mut orders, &s, "orders", false, Some(&pw_file));

@@ -19,14 +19,6 @@ const LEASE_TTL_SECS: u64 = 2;
 /// within this.
 const CACHE_SYNC_BOUND: Duration = Duration::from_secs(1);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Replica {
     port: u16,
     service: Service,
@@ -38,7 +30,7 @@ impl Replica {
     }
 
     fn start_with_lease(settings: &Settings, ttl_secs: u64) -> Self {
-        let port = free_port();
+        let port = common::free_port();
         let ttl = ttl_secs.to_string();
         let service = start_binary_with(settings, port, &[("LEASE_TTL_SECS", &ttl)]);
         Self { port, service }

@@ -222,15 +222,8 @@ async fn keep_stores_unknown_fields_once_and_serves_them_back_from_cache_and_fro
 /// The real `orders` binary with `settings`' database and `env`; must succeed in 60 s.
 fn orders_cli(settings: &Settings, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orders"));
-    cmd.args(args)
-        .env("DB_HOST", &settings.db_host)
-        .env("DB_PORT", settings.db_port.to_string())
-        .env("DB_USER", &settings.db_user)
-        .env(
-            "DB_PASSWORD",
-            settings.postgres().unwrap().password.expose(),
-        )
-        .env("DB_NAME", &settings.db_name)
+    common::database_env(&mut cmd, settings)
+        .args(args)
         .env("LOG_LEVEL", "warn")
         .env_remove("UNKNOWN_FIELDS")
         .stdout(std::process::Stdio::piped())

@@ -104,6 +104,30 @@ impl Drop for Service {
     }
 }
 
+/// A free TCP port on the loopback interface (for a binary that needs a port of its own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Points `cmd` (the `orders` binary) at `settings`' database.
+pub fn database_env<'a>(
+    cmd: &'a mut std::process::Command,
+    settings: &Settings,
+) -> &'a mut std::process::Command {
+    cmd.env("DB_HOST", &settings.db_host)
+        .env("DB_PORT", settings.db_port.to_string())
+        .env("DB_USER", &settings.db_user)
+        .env(
+            "DB_PASSWORD",
+            settings.postgres().unwrap().password.expose(),
+        )
+        .env("DB_NAME", &settings.db_name)
+}
+
 /// Starts the real `orders` binary with `settings`' database and topic on `port`.
 pub fn start_binary(settings: &Settings, port: u16) -> Service {
     start_binary_with(settings, port, &[])
@@ -111,17 +135,10 @@ pub fn start_binary(settings: &Settings, port: u16) -> Service {
 
 /// [`start_binary`] with more environment variables.
 pub fn start_binary_with(settings: &Settings, port: u16, env: &[(&str, &str)]) -> Service {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orders"));
     Service(
-        std::process::Command::new(env!("CARGO_BIN_EXE_orders"))
+        database_env(&mut cmd, settings)
             .envs(env.iter().copied())
-            .env("DB_HOST", &settings.db_host)
-            .env("DB_PORT", settings.db_port.to_string())
-            .env("DB_USER", &settings.db_user)
-            .env(
-                "DB_PASSWORD",
-                settings.postgres().unwrap().password.expose(),
-            )
-            .env("DB_NAME", &settings.db_name)
             .env("KAFKA_BROKER", &settings.kafka_broker)
             .env("KAFKA_TOPIC", &settings.kafka_topic)
             .env("HTTP_HOST", "127.0.0.1")
