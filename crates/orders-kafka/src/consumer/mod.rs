@@ -353,9 +353,12 @@ impl Consumer {
                 let fetch = ahead
                     .take()
                     .unwrap_or_else(|| self.source.fetch(partition, offset));
+                // Shutdown first: the batch fetched ahead is often ready already, and an
+                // unbiased select would then start storing it half the time after a stop.
                 let fetched = tokio::select! {
-                    r = fetch => r,
+                    biased;
                     _ = shutdown.wait_for(|s| *s) => return PartitionEnd::Stopped,
+                    r = fetch => r,
                 };
                 let batch = match fetched {
                     Ok(b) => b,
