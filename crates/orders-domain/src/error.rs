@@ -4,7 +4,7 @@ use thiserror::Error;
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
-/// Shows an error with its whole source chain, outermost first (`a: b: c`), for logs: the
+/// Shows an error with its whole source chain, outermost first (`a: b: c`, each text once), for logs: the
 /// outer message says what failed, the innermost (PostgreSQL's own message, the I/O error)
 /// says why. `tracing::warn!(error = %Chain(&e), ...)`.
 #[derive(Debug, Clone, Copy)]
@@ -12,13 +12,19 @@ pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        // A source whose words are already shown is skipped: many errors (io::Error,
+        // rskafka's) repeat their source in their own message.
+        let mut out = self.0.to_string();
         let mut source = self.0.source();
         while let Some(s) = source {
-            write!(f, ": {s}")?;
+            let text = s.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
             source = s.source();
         }
-        Ok(())
+        f.write_str(&out)
     }
 }
 

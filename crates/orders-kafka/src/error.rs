@@ -170,21 +170,9 @@ pub(crate) fn find_cause<'a, T: std::error::Error + 'static>(
     None
 }
 
-/// `e` and its sources, joined with ": " (a log line that says what went wrong, down to the
-/// decoder's or the socket's own words).
+/// `e` and its sources, each text once (see [`orders_domain::Chain`]).
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        // rskafka's errors repeat their source in their own message.
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = err.source();
-    }
-    out
+    orders_domain::Chain(e).to_string()
 }
 
 /// Maps an rskafka error into the domain's terms.

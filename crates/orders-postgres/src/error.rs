@@ -76,19 +76,9 @@ pub(crate) fn connect_error(target: String, e: deadpool_postgres::PoolError) -> 
     }
 }
 
-/// `e` and its causes joined with ": ", each once (io::Error repeats its inner error).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = err.source();
-    }
-    out
+/// `e` and its sources, each text once (see [`orders_domain::Chain`]).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    orders_domain::Chain(e).to_string()
 }
 
 /// What to check when a connection cannot be made, and whether waiting could help.
