@@ -6,8 +6,18 @@
 //! - `rskafka=warn`: the driver logs an INFO line per broker connection;
 //! - in text mode only, `orders_http::access=warn`: the access log (a line per request, at
 //!   INFO) is for JSON logs, which go to a collector.
+//!
+//! Per-request cost: a filter of targets and levels only (almost every one) is a
+//! [`Targets`] filter, which decides per call site once and keeps no per-span state;
+//! `EnvFilter` takes shared locks on every span's creation, entry, exit and close, and is used
+//! only when a directive filters on spans or fields. Text is coloured only on a terminal.
 
-use tracing_subscriber::EnvFilter;
+use std::io::IsTerminal;
+
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
@@ -27,8 +37,26 @@ pub struct FilterError {
     reason: String,
 }
 
+/// A checked log filter.
+#[derive(Debug)]
+pub enum LogFilter {
+    /// Targets and levels only.
+    Targets(Box<Targets>),
+    /// With span or field directives (`target[span{field=value}]=level`).
+    Env(Box<EnvFilter>),
+}
+
+impl std::fmt::Display for LogFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Targets(t) => t.fmt(f),
+            Self::Env(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Checks `value` and builds the filter with the quiet defaults beneath it.
-pub fn filter(var: &'static str, value: &str, format: LogFormat) -> Result<EnvFilter, FilterError> {
+pub fn filter(var: &'static str, value: &str, format: LogFormat) -> Result<LogFilter, FilterError> {
     let err = |reason: String| FilterError {
         var,
         value: value.to_owned(),
@@ -63,9 +91,18 @@ pub fn filter(var: &'static str, value: &str, format: LogFormat) -> Result<EnvFi
         directives.push(format!("{ACCESS_TARGET}=warn"));
     }
     directives.push(value.to_owned());
-    EnvFilter::builder()
-        .parse(directives.join(","))
-        .map_err(|e| err(e.to_string()))
+    let directives = directives.join(",");
+    if directives.contains('[') {
+        EnvFilter::builder()
+            .parse(directives)
+            .map(|e| LogFilter::Env(Box::new(e)))
+            .map_err(|e| err(e.to_string()))
+    } else {
+        directives
+            .parse()
+            .map(|t| LogFilter::Targets(Box::new(t)))
+            .map_err(|e: tracing_subscriber::filter::ParseError| err(e.to_string()))
+    }
 }
 
 /// Installs the global subscriber; a second call (tests) is a no-op. `RUST_LOG`, when set,
@@ -75,16 +112,19 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), FilterError> {
         Ok(rust_log) => filter("RUST_LOG", &rust_log, format)?,
         Err(_) => filter("LOG_LEVEL", level, format)?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(fmt);
+    let _ = match filter {
+        LogFilter::Targets(t) => registry.with(*t).try_init(),
+        LogFilter::Env(e) => registry.with(*e).try_init(),
     };
     Ok(())
 }
@@ -131,5 +171,19 @@ mod tests {
             "{json}"
         );
         assert!(!shown("info,rskafka=info", LogFormat::Text).contains("rskafka=warn"));
+    }
+
+    #[test]
+    fn span_directives_get_the_env_filter_and_the_rest_the_lock_free_one() {
+        let kind = |value| match filter("LOG_LEVEL", value, LogFormat::Json).unwrap() {
+            LogFilter::Targets(_) => "targets",
+            LogFilter::Env(_) => "env",
+        };
+        assert_eq!(kind("info"), "targets");
+        assert_eq!(
+            kind("warn,orders_kafka=debug,orders_http::access=info"),
+            "targets"
+        );
+        assert_eq!(kind("info,orders_http[http{method=GET}]=debug"), "env");
     }
 }

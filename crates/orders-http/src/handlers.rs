@@ -201,12 +201,20 @@ fn not_modified(etag: HeaderValue, cache_control: HeaderValue) -> HttpResponse {
          body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds"))),
     )
 )]
-pub(crate) async fn order(
-    req: HttpRequest,
-    state: web::Data<HttpState>,
-    uid: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let order = state.query.order_json(&uid).await?;
+pub(crate) async fn order(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    // Borrowed from the request (a `Path<String>` extractor would copy the uid, and the
+    // `Data` extractor bump a shared reference count, on every request).
+    let (Some(state), Some(uid)) = (
+        req.app_data::<web::Data<HttpState>>(),
+        req.match_info().get("order_uid"),
+    ) else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        ));
+    };
+    let order = state.query.order_json(uid).await?;
     // Both parts share the cached buffer: no copy, and the tag is validated, not computed.
     let (etag, json) = order.into_parts();
     let Ok(etag) = HeaderValue::from_maybe_shared(etag) else {
