@@ -4,6 +4,12 @@ use clap::Parser;
 use orders_app::config::{Cli, Command};
 use orders_app::{Application, cli, telemetry};
 
+/// mimalloc rather than glibc's malloc: a decoded order is dozens of small strings, freed a
+/// batch at a time, and glibc spent a fifth of the sink path's CPU in malloc and free
+/// (ARCHITECTURE.md, "Decisions").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Values from config.env (here or in the nearest parent) fill in what the environment does
     // not set. A bad line stops start-up: a setting silently ignored is worse.

@@ -110,6 +110,10 @@ enum Command {
     Replica,
 }
 
+/// The allocator of the `orders` binary: the service runs in this process here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     orders_env::load()?;
     let cli = Cli::parse();

@@ -510,6 +510,45 @@ pub mod conformance {
         assert_eq!(repo.stored_offsets(TOPIC).await.unwrap().get(&0), Some(&3));
     }
 
+    /// A batch mixing new uids, a stored one and a uid sent twice stores each new uid once,
+    /// from its first message, and records the others as duplicates at their positions.
+    pub async fn a_mixed_batch_stores_the_new_and_records_the_rest(repo: &dyn OrderRepository) {
+        let stored = generated_order("mixed-stored", 1, 1);
+        repo.store_batch(&batch(vec![accepted(stored.clone(), 0, 0)], 0, None, 1))
+            .await
+            .unwrap();
+        let first = generated_order("mixed-twice", 2, 2);
+        let mut second = first.clone();
+        second.delivery.city = "Second".into();
+        let new = generated_order("mixed-new", 3, 1);
+        let out = repo
+            .store_batch(&batch(
+                vec![
+                    accepted(first.clone(), 0, 1),
+                    accepted(stored.clone(), 0, 2),
+                    accepted(new.clone(), 0, 3),
+                    accepted(second, 0, 4),
+                ],
+                0,
+                Some(1),
+                5,
+            ))
+            .await
+            .unwrap();
+        let mut stored_uids = out.stored.clone();
+        stored_uids.sort();
+        let mut want = vec![first.order_uid.clone(), new.order_uid.clone()];
+        want.sort();
+        assert_eq!(stored_uids, want, "{out:?}");
+        let mut dup_offsets: Vec<i64> = out.duplicates.iter().map(|(_, p)| p.offset).collect();
+        dup_offsets.sort();
+        assert_eq!(dup_offsets, vec![2, 4], "{out:?}");
+        // The first message of the twice-sent uid is the one kept.
+        assert_eq!(repo.get(&first.order_uid).await.unwrap(), Some(first));
+        assert_eq!(repo.get(&new.order_uid).await.unwrap(), Some(new));
+        assert_eq!(repo.recent(None, 10).await.unwrap().len(), 3);
+    }
+
     /// A batch that fails part-way (an order breaking a storage constraint after others were
     /// written) commits nothing: no orders, no rejections, no offsets.
     pub async fn failed_batch_commits_nothing(repo: &dyn OrderRepository) {
@@ -944,7 +983,7 @@ pub mod conformance {
                 failed_batch_commits_nothing, rejections_and_offsets_stored, most_recent_first,
                 superseded_rejections_go_with_the_orders, truncated_payloads_and_nul,
                 concurrent_writers_are_fenced, repeated_positions_keep_every_rejection,
-                unknown_fields_round_trip);
+                unknown_fields_round_trip, a_mixed_batch_stores_the_new_and_records_the_rest);
         };
         (@each $make:expr; $($name:ident),*) => {
             $(

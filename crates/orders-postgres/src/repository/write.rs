@@ -21,8 +21,14 @@ SELECT a, b, c, d, e, f, g, h, i, j, k, $12::text, p, o, x FROM
            $8::text[], $9::int8[], $10::timestamptz[], $11::text[], $13::int4[], $14::int8[],
            $15::json[])
         AS u(a, b, c, d, e, f, g, h, i, j, k, p, o, x)
-ON CONFLICT (order_uid) DO NOTHING
-RETURNING order_uid";
+ON CONFLICT (order_uid) DO NOTHING";
+
+/// Which of a batch's uids this transaction stored: the rows that carry the batch's positions
+/// (a message's position is stored once at most, so a row stored earlier never has one).
+/// Asked only when the insert stored fewer orders than the batch has.
+const STORED_POSITIONS: &str = "
+SELECT order_uid, source_partition, source_offset FROM orders
+WHERE order_uid = ANY($1) AND source_topic = $2";
 
 // The children of newly inserted orders go in with binary COPY: they cannot conflict (their
 // order row was inserted by this transaction), and COPY costs PostgreSQL the least per row.
@@ -455,9 +461,10 @@ pub(super) async fn store_batch(
     }
 
     // Sorted by uid so that concurrent partition transactions take row locks in one order
-    // (no deadlocks between them).
+    // (no deadlocks between them); stably, so that of a uid sent twice the first message is
+    // the one stored.
     let mut sorted: Vec<&AcceptedOrder> = batch.orders.iter().collect();
-    sorted.sort_unstable_by(|a, b| a.order.order_uid.cmp(&b.order.order_uid));
+    sorted.sort_by(|a, b| a.order.order_uid.cmp(&b.order.order_uid));
     let mut outcome = StoreOutcome::default();
     let mut duplicates: Vec<&AcceptedOrder> = Vec::new();
     if !sorted.is_empty() {
@@ -483,14 +490,33 @@ pub(super) async fn store_batch(
             &c.offset,
             &c.extra,
         ];
-        let rows = tx
-            .query(&stmt, &p)
+        // The row count, not `RETURNING`: almost every batch stores all its orders, and
+        // returning each uid cost both sides a row per order.
+        let inserted = tx
+            .execute(&stmt, &p)
             .await
             .map_err(|e| map_pg("inserting orders", e))?;
-        let inserted: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
-        let (new, dup): (Vec<&AcceptedOrder>, Vec<&AcceptedOrder>) = sorted
-            .into_iter()
-            .partition(|a| inserted.contains(&a.order.order_uid));
+        let (new, dup): (Vec<&AcceptedOrder>, Vec<&AcceptedOrder>) =
+            if inserted == sorted.len() as u64 {
+                (sorted, Vec::new())
+            } else {
+                let rows = tx
+                    .query(STORED_POSITIONS, &[&c.uid, &batch.topic])
+                    .await
+                    .map_err(|e| map_pg("finding the orders a batch stored", e))?;
+                // Positions are NULL in rows that were not stored from the log.
+                let ours: HashSet<(&str, Option<i32>, Option<i64>)> = rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect();
+                sorted.into_iter().partition(|a| {
+                    ours.contains(&(
+                        a.order.order_uid.as_str(),
+                        Some(a.position.partition),
+                        Some(a.position.offset),
+                    ))
+                })
+            };
         insert_children(&tx, &new).await?;
         outcome.stored = new.iter().map(|a| a.order.order_uid.clone()).collect();
         outcome.duplicates = dup
