@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "unknown_fields",
         include_str!("../../../migrations/0005_unknown_fields.sql"),
     ),
+    (
+        6,
+        "uid_collation",
+        include_str!("../../../migrations/0006_uid_collation.sql"),
+    ),
 ];
 
 /// Arbitrary constant key for `pg_advisory_xact_lock`.

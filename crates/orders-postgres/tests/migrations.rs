@@ -133,3 +133,58 @@ async fn a_database_migrated_before_checksums_gets_them_once() {
         .unwrap();
     assert!(PgRepository::connect(&config).await.is_err());
 }
+
+/// Uids compare by bytes in every table (0006): the keys and the foreign keys' searches use
+/// memcmp, not the database's collation, and the foreign keys are still in force.
+#[tokio::test]
+async fn order_uids_use_the_c_collation_and_keep_their_foreign_keys() {
+    let config = create_test_database().await;
+    PgRepository::connect(&config).await.unwrap();
+    let client = sql_client(&config).await;
+    let collations: Vec<(String, Option<String>)> = client
+        .query(
+            "SELECT table_name::text, collation_name::text FROM information_schema.columns
+             WHERE column_name = 'order_uid'
+               AND table_name IN ('orders', 'deliveries', 'payments', 'items')
+             ORDER BY table_name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let c = Some("C".to_owned());
+    assert_eq!(
+        collations,
+        vec![
+            ("deliveries".into(), c.clone()),
+            ("items".into(), c.clone()),
+            ("orders".into(), c.clone()),
+            ("payments".into(), c),
+        ]
+    );
+    let foreign_keys: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated
+               AND confrelid = 'orders'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(foreign_keys, 3);
+    let orphan = client
+        .execute(
+            "INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name,
+                 sale, size, total_price, nm_id, brand, status)
+             VALUES ('no-such-order', 0, 1, 't', 1, 'r', 'n', 0, '0', 1, 1, 'b', 200)",
+            &[],
+        )
+        .await
+        .expect_err("an item without its order");
+    assert_eq!(
+        orphan.code(),
+        Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+    );
+}
