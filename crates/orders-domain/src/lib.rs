@@ -12,6 +12,7 @@ pub mod ports;
 pub mod query;
 pub mod sample;
 pub mod schema;
+pub mod stored_json;
 pub mod unknown;
 pub mod validation;
 
