@@ -31,8 +31,7 @@ pub const MAX_RECENT: usize = 500;
 /// Repository reads at once when caching orders another replica committed.
 const COMMITTED_READS: usize = 4;
 
-/// Orders read per repository call during warm-up.
-pub const WARM_PAGE: usize = 1_000;
+pub use crate::ports::WARM_PAGE;
 
 /// Reads orders for the API.
 #[derive(Debug, Clone)]
@@ -376,36 +375,46 @@ impl QueryService {
     /// into the cache, oldest first so that the newest are the last to be evicted. Returns how
     /// many were loaded.
     ///
-    /// Reads in pages of [`WARM_PAGE`] orders and keeps only their JSON (what the cache holds
-    /// anyway), so memory never holds more than one page of decoded orders. It stops at the
-    /// first order that would take the total past the byte bound, rather than loading orders
-    /// the cache would evict at once (an order larger than the whole bound is skipped: the
-    /// cache would not keep it anyway).
+    /// Takes the orders' JSON from the repository in pages ([`OrderRepository::recent_json`],
+    /// which the adapter may read ahead or in parallel) and keeps only that (what the cache
+    /// holds anyway). It stops at the first order that would take the total past the byte
+    /// bound, rather than loading orders the cache would evict at once (an order larger than
+    /// the whole bound is skipped: the cache would not keep it anyway, and the next older one
+    /// is read in its place).
     pub async fn warm_up(&self) -> Result<usize, RepositoryError> {
+        use futures::TryStreamExt;
+
         let started = Instant::now();
         let capacity = self.cache.capacity();
         let max_bytes = self.cache.max_bytes();
         let mut newest_first: Vec<(String, OrderJson)> = Vec::new();
         let mut bytes = 0usize;
         let mut before = None;
-        'pages: while newest_first.len() < capacity {
-            let want = WARM_PAGE.min(capacity - newest_first.len());
-            let page = self.repo.recent(before, want).await?;
-            let got = page.len();
-            before = page.last().map(|(seq, _)| *seq);
-            for (_, order) in page {
-                let json = OrderJson::from_order(&order)
-                    .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
-                let held = json.held_bytes();
-                if held > max_bytes {
-                    continue;
+        'reads: while newest_first.len() < capacity {
+            let want = capacity - newest_first.len();
+            let mut got = 0usize;
+            // Dropped at the end of this block: reading stops with it.
+            let mut pages = self.repo.recent_json(before, want);
+            while let Some(page) = pages.try_next().await? {
+                for stored in page {
+                    got += 1;
+                    before = Some(stored.seq);
+                    let held = stored.json.held_bytes();
+                    if held > max_bytes {
+                        continue;
+                    }
+                    if bytes.saturating_add(held) > max_bytes {
+                        break 'reads;
+                    }
+                    bytes += held;
+                    newest_first.push((stored.order_uid, stored.json));
+                    if newest_first.len() == capacity {
+                        break 'reads;
+                    }
                 }
-                if bytes.saturating_add(held) > max_bytes {
-                    break 'pages;
-                }
-                bytes += held;
-                newest_first.push((order.order_uid, json));
             }
+            // Fewer than asked for: nothing older is stored. As many (some were skipped as
+            // too large): read on from the oldest one seen.
             if got < want {
                 break;
             }
