@@ -204,7 +204,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         if stored < most {
             // Stored after the sink's orders, so they are the newest: what warm-up reads first.
             let prefix = format!("warm{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-            tracing::info!(orders = most - stored, "storing orders for the warm-up (COPY)");
+            tracing::info!(
+                orders = most - stored,
+                "storing orders for the warm-up (COPY)"
+            );
             db::copy_generated(&db.config, &prefix, most - stored).await?;
         }
         db::settle(&admin).await?;

@@ -664,33 +664,35 @@ mod tests {
         ));
     }
 
+    /// A cache with a byte bound (the in-memory one has none).
+    #[derive(Debug)]
+    struct Bounded(InMemoryCache, usize);
+    impl OrderCache for Bounded {
+        fn get(&self, uid: &str) -> Option<OrderJson> {
+            self.0.get(uid)
+        }
+        fn contains(&self, uid: &str) -> bool {
+            self.0.contains(uid)
+        }
+        fn insert(&self, uid: &str, json: OrderJson) {
+            self.0.insert(uid, json);
+        }
+        fn stats(&self) -> crate::ports::CacheStats {
+            self.0.stats()
+        }
+        fn capacity(&self) -> usize {
+            self.0.capacity()
+        }
+        fn max_bytes(&self) -> usize {
+            self.1
+        }
+        fn mark_warmed(&self, loaded: usize, took: Duration) {
+            self.0.mark_warmed(loaded, took);
+        }
+    }
+
     #[tokio::test]
     async fn warm_up_stops_at_the_byte_bound() {
-        #[derive(Debug)]
-        struct Bounded(InMemoryCache, usize);
-        impl OrderCache for Bounded {
-            fn get(&self, uid: &str) -> Option<OrderJson> {
-                self.0.get(uid)
-            }
-            fn contains(&self, uid: &str) -> bool {
-                self.0.contains(uid)
-            }
-            fn insert(&self, uid: &str, json: OrderJson) {
-                self.0.insert(uid, json);
-            }
-            fn stats(&self) -> crate::ports::CacheStats {
-                self.0.stats()
-            }
-            fn capacity(&self) -> usize {
-                self.0.capacity()
-            }
-            fn max_bytes(&self) -> usize {
-                self.1
-            }
-            fn mark_warmed(&self, loaded: usize, took: Duration) {
-                self.0.mark_warmed(loaded, took);
-            }
-        }
         let repo = Arc::new(InMemoryRepository::new());
         for n in 0..10 {
             store(repo.as_ref(), generated_order("w-", n, 1)).await;
@@ -704,5 +706,26 @@ mod tests {
         assert_eq!(q.warm_up().await.unwrap(), 3);
         assert!(cache.get("w-9").is_some() && cache.get("w-7").is_some());
         assert!(cache.get("w-6").is_none());
+    }
+
+    #[tokio::test]
+    async fn warm_up_skips_an_order_larger_than_the_bound_and_reads_an_older_one_instead() {
+        let repo = Arc::new(InMemoryRepository::new());
+        for n in 0..(WARM_PAGE as u64 + 10) {
+            let mut o = generated_order("s-", n, 1);
+            if n == WARM_PAGE as u64 + 5 {
+                o.delivery.address = "x".repeat(5_000_000);
+            }
+            store(repo.as_ref(), o).await;
+        }
+        // Capacity for exactly the newest page; one of its orders is too large to cache.
+        let cache = Arc::new(Bounded(InMemoryCache::new(WARM_PAGE), 3_000_000));
+        let q = QueryService::new(repo, cache.clone());
+        assert_eq!(q.warm_up().await.unwrap(), WARM_PAGE);
+        assert!(cache.get(&format!("s-{}", WARM_PAGE + 5)).is_none());
+        // The newest order that fits is cached, and one older than the page in its place.
+        assert!(cache.get(&format!("s-{}", WARM_PAGE + 9)).is_some());
+        assert!(cache.get("s-9").is_some() && cache.get("s-10").is_some());
+        assert!(cache.get("s-8").is_none());
     }
 }

@@ -430,8 +430,22 @@ mod tests {
 
     fn item() -> impl Strategy<Value = Item> {
         (
-            (any::<i64>(), text(), any::<i64>(), text(), text(), any::<i32>()),
-            (text(), any::<i64>(), any::<i64>(), text(), any::<i32>(), extra()),
+            (
+                any::<i64>(),
+                text(),
+                any::<i64>(),
+                text(),
+                text(),
+                any::<i32>(),
+            ),
+            (
+                text(),
+                any::<i64>(),
+                any::<i64>(),
+                text(),
+                any::<i32>(),
+                extra(),
+            ),
         )
             .prop_map(
                 |(
@@ -506,12 +520,18 @@ mod tests {
             .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
             .unwrap()
             .timestamp();
-        (first..=last, prop_oneof![Just(0u32), 0u32..1000, 0u32..1_000_000]).prop_map(
-            |(secs, frac)| {
-                let nanos = if frac < 1000 { frac * 1_000_000 } else { frac * 1000 };
-                DateTime::from_timestamp(secs, nanos.min(999_999_000)).unwrap()
-            },
+        (
+            first..=last,
+            prop_oneof![Just(0u32), 0u32..1000, 0u32..1_000_000],
         )
+            .prop_map(|(secs, frac)| {
+                let nanos = if frac < 1000 {
+                    frac * 1_000_000
+                } else {
+                    frac * 1000
+                };
+                DateTime::from_timestamp(secs, nanos.min(999_999_000)).unwrap()
+            })
     }
 
     fn order() -> impl Strategy<Value = Order> {

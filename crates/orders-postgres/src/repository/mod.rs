@@ -247,9 +247,7 @@ impl OrderRepository for PgRepository {
                 futures::stream::iter(pages)
                     .map(move |(low, high)| {
                         let repo = repo.clone();
-                        AbortOnDrop(tokio::spawn(
-                            async move { repo.json_page(low, high).await },
-                        ))
+                        AbortOnDrop(tokio::spawn(async move { repo.json_page(low, high).await }))
                     })
                     .buffered(WARM_READS)
                     .map(|joined| {
