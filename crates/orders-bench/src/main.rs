@@ -210,6 +210,14 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             );
             db::copy_generated(&db.config, &prefix, most - stored).await?;
         }
+        // As a restarted service finds its tables: vacuumed (hint bits and visibility map
+        // set), not just written, which the first reader would pay for (warm-up or baseline,
+        // whichever came first).
+        db::client(&db.config)
+            .await?
+            .batch_execute("VACUUM (ANALYZE)")
+            .await
+            .context("vacuuming the warm-up's database")?;
         db::settle(&admin).await?;
         let config = db.config.clone();
         let counts = cli.warm_orders.clone();
