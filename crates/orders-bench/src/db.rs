@@ -373,6 +373,33 @@ async fn copy_stream(
     Ok(())
 }
 
+/// Stores `count` generated orders (uids `{prefix}{i}`, the benchmark's item mix) by binary
+/// COPY over 3 connections, generated a chunk at a time so that a million orders never sit in
+/// memory at once. Quick enough to give the warm-up section a million orders to read.
+pub(crate) async fn copy_generated(
+    config: &PgConfig,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Duration> {
+    const CHUNK: usize = 30_000;
+    const BATCH: usize = 2_500;
+    const STREAMS: usize = 3;
+    let mut took = Duration::ZERO;
+    for start in (0..count).step_by(CHUNK) {
+        let end = (start + CHUNK).min(count);
+        let orders: Vec<Order> = (start as u64..end as u64)
+            .map(|i| orders_domain::sample::mixed_order(prefix, i))
+            .collect();
+        let mut plan: Plan = vec![Vec::new(); STREAMS];
+        for (b, first) in (0..orders.len()).step_by(BATCH).enumerate() {
+            plan[b % STREAMS].push((first..(first + BATCH).min(orders.len())).collect());
+        }
+        plan.retain(|stream| !stream.is_empty());
+        took += copy(config, &orders, &plan).await?;
+    }
+    Ok(took)
+}
+
 /// Lets the server settle before a measurement: a checkpoint (so the previous variant's WAL is
 /// not flushed during this one) and no autovacuum worker running (they would work on the
 /// previous variant's tables during this one), waiting at most 60 s for the latter.

@@ -68,9 +68,15 @@ struct Cli {
     /// Distinct cached orders the read section requests.
     #[arg(long, default_value_t = 10_000)]
     read_uids: usize,
-    /// Orders warmed into the cache (taken from the sink path's database).
-    #[arg(long, default_value_t = 100_000)]
-    warm_orders: usize,
+    /// Orders warmed into the cache, one line per number (e.g. `100000,1000000`). They are
+    /// read from the sink path's database, topped up by binary COPY of generated orders when
+    /// it holds fewer (or from a database filled that way when the sink section does not run).
+    #[arg(long, value_delimiter = ',', default_value = "100000")]
+    warm_orders: Vec<usize>,
+    /// Runs of each warm-up line (each in a fresh process; the median and the spread are
+    /// reported).
+    #[arg(long, default_value_t = 5)]
+    warm_repeat: usize,
     /// Markdown report (its part between the bench markers is replaced; the rest is kept).
     #[arg(long, default_value = "bench/results.md")]
     out: PathBuf,
@@ -104,6 +110,13 @@ enum Command {
         #[arg(long)]
         count: usize,
     },
+    /// (internal) store `count` generated orders in DB_NAME (which must exist) by binary COPY,
+    /// after applying the migrations: a database for profiling `warm-probe`.
+    #[command(hide = true)]
+    WarmFill {
+        #[arg(long)]
+        count: usize,
+    },
     /// (internal) run the service with the settings from the environment (a replica of the
     /// replicas section).
     #[command(hide = true)]
@@ -130,6 +143,16 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
+    if let Some(Command::WarmFill { count }) = cli.command {
+        let config = cli.settings.postgres()?;
+        orders_postgres::PgRepository::connect(&config)
+            .await?
+            .close();
+        let prefix = format!("fill{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let took = db::copy_generated(&config, &prefix, count).await?;
+        println!("stored {count} orders in {:.1} s", took.as_secs_f64());
+        return Ok(());
+    }
     if let Some(Command::Replica) = cli.command {
         return orders_app::Application::build(cli.settings)
             .await?
@@ -151,14 +174,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     let mut results = report::Results::new(machine, stats::git_commit());
     let has = |s| cli.sections.contains(&s);
 
-    if has(Section::Sink) || has(Section::Warmup) {
-        let n = if has(Section::Sink) {
-            cli.orders
-        } else {
-            cli.warm_orders
-        };
+    let mut warm_db = None;
+    if has(Section::Sink) {
         let prefix = format!("bench{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-        let data = data::Dataset::generate(&prefix, n.max(cli.warm_orders))?;
+        let data = data::Dataset::generate(&prefix, cli.orders)?;
         let plan = data::plan(
             &data.payloads,
             cli.settings.kafka_partitions as usize,
@@ -170,30 +189,49 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             &data,
             &plan,
             &sink::SinkOptions {
-                repeat: if has(Section::Sink) {
-                    cli.repeat.max(1)
-                } else {
-                    1
-                },
-                naive_orders: if has(Section::Sink) {
-                    cli.naive_orders
-                } else {
-                    0
-                },
+                repeat: cli.repeat.max(1),
+                naive_orders: cli.naive_orders,
                 cache_capacity: cli.settings.cache_capacity as usize,
             },
         )
         .await?;
-        if has(Section::Sink) {
-            results.sink = Some(sink);
+        results.sink = Some(sink);
+        warm_db = Some(db);
+    }
+    if has(Section::Warmup) {
+        let db = match warm_db.take() {
+            Some(db) => db,
+            None => db::BenchDb::create(&admin).await?,
+        };
+        let most = cli.warm_orders.iter().copied().max().unwrap_or(0);
+        let stored = usize::try_from(sink::count_orders(&db.config).await?)?;
+        if stored < most {
+            // Stored after the sink's orders, so they are the newest: what warm-up reads first.
+            let prefix = format!("warm{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+            tracing::info!(
+                orders = most - stored,
+                "storing orders for the warm-up (COPY)"
+            );
+            db::copy_generated(&db.config, &prefix, most - stored).await?;
         }
-        if has(Section::Warmup) {
-            tracing::info!(orders = cli.warm_orders, "warm-up");
-            let config = db.config.clone();
-            let count = cli.warm_orders.min(data.orders.len());
-            results.warmup =
-                Some(tokio::task::spawn_blocking(move || warm::run(&config, count)).await??);
-        }
+        // As a restarted service finds its tables: vacuumed (hint bits and visibility map
+        // set), not just written, which the first reader would pay for (warm-up or baseline,
+        // whichever came first).
+        db::client(&db.config)
+            .await?
+            .batch_execute("VACUUM (ANALYZE)")
+            .await
+            .context("vacuuming the warm-up's database")?;
+        db::settle(&admin).await?;
+        let config = db.config.clone();
+        let counts = cli.warm_orders.clone();
+        let repeat = cli.warm_repeat;
+        results.warmup = Some(
+            tokio::task::spawn_blocking(move || warm::run_all(&config, &counts, repeat)).await??,
+        );
+        db.drop_now().await?;
+    }
+    if let Some(db) = warm_db {
         db.drop_now().await?;
     }
     if has(Section::E2e) {

@@ -163,7 +163,7 @@ pub(crate) async fn ours(
     Ok(run)
 }
 
-async fn count_orders(config: &PgConfig) -> anyhow::Result<i64> {
+pub(crate) async fn count_orders(config: &PgConfig) -> anyhow::Result<i64> {
     Ok(db::client(config)
         .await?
         .query_one("SELECT count(*) FROM orders", &[])

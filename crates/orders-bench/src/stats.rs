@@ -63,7 +63,7 @@ pub(crate) fn processes_cpu_seconds(comm: &str) -> f64 {
 }
 
 /// CPU seconds of the broker, the database and this process, for "who was busy" figures.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub(crate) struct CpuSplit {
     pub(crate) broker: f64,
     pub(crate) database: f64,

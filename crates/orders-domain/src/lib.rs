@@ -12,6 +12,7 @@ pub mod ports;
 pub mod query;
 pub mod sample;
 pub mod schema;
+pub mod stored_json;
 pub mod unknown;
 pub mod validation;
 
@@ -26,7 +27,7 @@ pub use ports::{
     AcceptedOrder, CacheStats, Fence, FetchedBatch, Membership, OrderCache, OrderRepository,
     OrderSource, PAYLOAD_EXCERPT_BYTES, PartitionLease, PartitionLeases, PartitionOffset,
     PayloadDigest, Position, RawMessage, RecordMark, RejectedFilter, RejectedMessage, Rejection,
-    StartOffset, StoreBatch, StoreOutcome, StoreSeq, fair_share,
+    StartOffset, StoreBatch, StoreOutcome, StoreSeq, StoredJson, WARM_PAGE, fair_share,
 };
 pub use query::{MissStats, QueryService};
 pub use unknown::{Extra, UnknownFields};

@@ -8,6 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::error::{RepositoryError, SourceError};
@@ -211,6 +213,17 @@ pub struct RejectedFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StoreSeq(pub i64);
 
+/// Orders per page of [`OrderRepository::recent_json`]'s default (warm-up's reads).
+pub const WARM_PAGE: usize = 1_000;
+
+/// A stored order as warm-up caches it: its JSON, tagged ([`OrderRepository::recent_json`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredJson {
+    pub seq: StoreSeq,
+    pub order_uid: String,
+    pub json: OrderJson,
+}
+
 /// Durable storage of orders, rejections and consumer offsets.
 #[async_trait]
 pub trait OrderRepository: Send + Sync + std::fmt::Debug {
@@ -251,6 +264,45 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
         before: Option<StoreSeq>,
         limit: usize,
     ) -> Result<Vec<(StoreSeq, Order)>, RepositoryError>;
+
+    /// What warm-up caches: up to `limit` orders stored before `before` (from the newest when
+    /// `None`), most recently stored first, as the JSON the API serves, in pages (each newest
+    /// first, each older than the one before). Each order's JSON MUST be byte-identical to
+    /// [`OrderJson::from_order`] of the order [`Self::get`] returns. An adapter may read pages
+    /// ahead or in parallel; dropping the stream stops the reading.
+    ///
+    /// The default reads [`Self::recent`] pages of [`WARM_PAGE`] and serializes each order.
+    fn recent_json(
+        &self,
+        before: Option<StoreSeq>,
+        limit: usize,
+    ) -> BoxStream<'_, Result<Vec<StoredJson>, RepositoryError>> {
+        futures::stream::try_unfold((before, limit), move |(before, left)| async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let want = WARM_PAGE.min(left);
+            let page = self.recent(before, want).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(None);
+            };
+            let next = (Some(*last), if page.len() < want { 0 } else { left - want });
+            let json = page
+                .into_iter()
+                .map(|(seq, order)| {
+                    let json = OrderJson::from_order(&order)
+                        .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
+                    Ok(StoredJson {
+                        seq,
+                        order_uid: order.order_uid,
+                        json,
+                    })
+                })
+                .collect::<Result<Vec<_>, RepositoryError>>()?;
+            Ok(Some((json, next)))
+        })
+        .boxed()
+    }
 
     /// Like [`Self::recent`], but only a summary of each (the same keyset paging).
     async fn recent_summaries(

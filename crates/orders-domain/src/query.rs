@@ -31,8 +31,7 @@ pub const MAX_RECENT: usize = 500;
 /// Repository reads at once when caching orders another replica committed.
 const COMMITTED_READS: usize = 4;
 
-/// Orders read per repository call during warm-up.
-pub const WARM_PAGE: usize = 1_000;
+pub use crate::ports::WARM_PAGE;
 
 /// Reads orders for the API.
 #[derive(Debug, Clone)]
@@ -376,36 +375,46 @@ impl QueryService {
     /// into the cache, oldest first so that the newest are the last to be evicted. Returns how
     /// many were loaded.
     ///
-    /// Reads in pages of [`WARM_PAGE`] orders and keeps only their JSON (what the cache holds
-    /// anyway), so memory never holds more than one page of decoded orders. It stops at the
-    /// first order that would take the total past the byte bound, rather than loading orders
-    /// the cache would evict at once (an order larger than the whole bound is skipped: the
-    /// cache would not keep it anyway).
+    /// Takes the orders' JSON from the repository in pages ([`OrderRepository::recent_json`],
+    /// which the adapter may read ahead or in parallel) and keeps only that (what the cache
+    /// holds anyway). It stops at the first order that would take the total past the byte
+    /// bound, rather than loading orders the cache would evict at once (an order larger than
+    /// the whole bound is skipped: the cache would not keep it anyway, and the next older one
+    /// is read in its place).
     pub async fn warm_up(&self) -> Result<usize, RepositoryError> {
+        use futures::TryStreamExt;
+
         let started = Instant::now();
         let capacity = self.cache.capacity();
         let max_bytes = self.cache.max_bytes();
         let mut newest_first: Vec<(String, OrderJson)> = Vec::new();
         let mut bytes = 0usize;
         let mut before = None;
-        'pages: while newest_first.len() < capacity {
-            let want = WARM_PAGE.min(capacity - newest_first.len());
-            let page = self.repo.recent(before, want).await?;
-            let got = page.len();
-            before = page.last().map(|(seq, _)| *seq);
-            for (_, order) in page {
-                let json = OrderJson::from_order(&order)
-                    .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
-                let held = json.held_bytes();
-                if held > max_bytes {
-                    continue;
+        'reads: while newest_first.len() < capacity {
+            let want = capacity - newest_first.len();
+            let mut got = 0usize;
+            // Dropped at the end of this block: reading stops with it.
+            let mut pages = self.repo.recent_json(before, want);
+            while let Some(page) = pages.try_next().await? {
+                for stored in page {
+                    got += 1;
+                    before = Some(stored.seq);
+                    let held = stored.json.held_bytes();
+                    if held > max_bytes {
+                        continue;
+                    }
+                    if bytes.saturating_add(held) > max_bytes {
+                        break 'reads;
+                    }
+                    bytes += held;
+                    newest_first.push((stored.order_uid, stored.json));
+                    if newest_first.len() == capacity {
+                        break 'reads;
+                    }
                 }
-                if bytes.saturating_add(held) > max_bytes {
-                    break 'pages;
-                }
-                bytes += held;
-                newest_first.push((order.order_uid, json));
             }
+            // Fewer than asked for: nothing older is stored. As many (some were skipped as
+            // too large): read on from the oldest one seen.
             if got < want {
                 break;
             }
@@ -655,33 +664,35 @@ mod tests {
         ));
     }
 
+    /// A cache with a byte bound (the in-memory one has none).
+    #[derive(Debug)]
+    struct Bounded(InMemoryCache, usize);
+    impl OrderCache for Bounded {
+        fn get(&self, uid: &str) -> Option<OrderJson> {
+            self.0.get(uid)
+        }
+        fn contains(&self, uid: &str) -> bool {
+            self.0.contains(uid)
+        }
+        fn insert(&self, uid: &str, json: OrderJson) {
+            self.0.insert(uid, json);
+        }
+        fn stats(&self) -> crate::ports::CacheStats {
+            self.0.stats()
+        }
+        fn capacity(&self) -> usize {
+            self.0.capacity()
+        }
+        fn max_bytes(&self) -> usize {
+            self.1
+        }
+        fn mark_warmed(&self, loaded: usize, took: Duration) {
+            self.0.mark_warmed(loaded, took);
+        }
+    }
+
     #[tokio::test]
     async fn warm_up_stops_at_the_byte_bound() {
-        #[derive(Debug)]
-        struct Bounded(InMemoryCache, usize);
-        impl OrderCache for Bounded {
-            fn get(&self, uid: &str) -> Option<OrderJson> {
-                self.0.get(uid)
-            }
-            fn contains(&self, uid: &str) -> bool {
-                self.0.contains(uid)
-            }
-            fn insert(&self, uid: &str, json: OrderJson) {
-                self.0.insert(uid, json);
-            }
-            fn stats(&self) -> crate::ports::CacheStats {
-                self.0.stats()
-            }
-            fn capacity(&self) -> usize {
-                self.0.capacity()
-            }
-            fn max_bytes(&self) -> usize {
-                self.1
-            }
-            fn mark_warmed(&self, loaded: usize, took: Duration) {
-                self.0.mark_warmed(loaded, took);
-            }
-        }
         let repo = Arc::new(InMemoryRepository::new());
         for n in 0..10 {
             store(repo.as_ref(), generated_order("w-", n, 1)).await;
@@ -695,5 +706,26 @@ mod tests {
         assert_eq!(q.warm_up().await.unwrap(), 3);
         assert!(cache.get("w-9").is_some() && cache.get("w-7").is_some());
         assert!(cache.get("w-6").is_none());
+    }
+
+    #[tokio::test]
+    async fn warm_up_skips_an_order_larger_than_the_bound_and_reads_an_older_one_instead() {
+        let repo = Arc::new(InMemoryRepository::new());
+        for n in 0..(WARM_PAGE as u64 + 10) {
+            let mut o = generated_order("s-", n, 1);
+            if n == WARM_PAGE as u64 + 5 {
+                o.delivery.address = "x".repeat(5_000_000);
+            }
+            store(repo.as_ref(), o).await;
+        }
+        // Capacity for exactly the newest page; one of its orders is too large to cache.
+        let cache = Arc::new(Bounded(InMemoryCache::new(WARM_PAGE), 3_000_000));
+        let q = QueryService::new(repo, cache.clone());
+        assert_eq!(q.warm_up().await.unwrap(), WARM_PAGE);
+        assert!(cache.get(&format!("s-{}", WARM_PAGE + 5)).is_none());
+        // The newest order that fits is cached, and one older than the page in its place.
+        assert!(cache.get(&format!("s-{}", WARM_PAGE + 9)).is_some());
+        assert!(cache.get("s-9").is_some() && cache.get("s-10").is_some());
+        assert!(cache.get("s-8").is_none());
     }
 }

@@ -473,6 +473,78 @@ pub mod conformance {
         }
     }
 
+    /// `recent_json` (warm-up's read) gives each order's JSON exactly as serializing the
+    /// order `get` returns would (unknown fields, characters to escape, dates), newest first,
+    /// over several pages, bounded by `limit` and continuing from `before`.
+    pub async fn recent_json_is_the_served_json(repo: &dyn OrderRepository) {
+        use futures::TryStreamExt;
+
+        use crate::ports::StoredJson;
+        use crate::sample::order_with_unknown_fields;
+        const ORDERS: usize = 2_345;
+        let odd = "quote \" backslash \\ tab \t newline \n control \u{1}\u{1f} del \u{7f} é 😀";
+        let orders: Vec<Order> = (0..ORDERS as u64)
+            .map(|n| {
+                let mut o = match n % 5 {
+                    0 => order_with_unknown_fields("json-", n, 1 + (n as usize % 4)),
+                    _ => generated_order("json-", n, 1 + (n as usize % 11)),
+                };
+                if n % 7 == 0 {
+                    o.delivery.name = odd.into();
+                    o.items[0].name = format!("{odd} {n}");
+                    o.internal_signature = String::new();
+                }
+                o
+            })
+            .collect();
+        for (b, chunk) in orders.chunks(500).enumerate() {
+            let first = (b * 500) as i64;
+            let acc = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, o)| accepted(o.clone(), 3, first + i as i64))
+                .collect();
+            let expected = (b > 0).then_some(first);
+            repo.store_batch(&batch(acc, 3, expected, first + chunk.len() as i64))
+                .await
+                .unwrap();
+        }
+        let read = |before, limit| async move {
+            let pages: Vec<Vec<StoredJson>> =
+                repo.recent_json(before, limit).try_collect().await.unwrap();
+            pages.into_iter().flatten().collect::<Vec<_>>()
+        };
+        let all = read(None, usize::MAX).await;
+        let uids: Vec<&str> = all.iter().map(|s| s.order_uid.as_str()).collect();
+        // In storage order, as `recent` gives it (a batch may store its orders in any order).
+        let recent = repo.recent(None, ORDERS + 1).await.unwrap();
+        let newest_first: Vec<&str> = recent.iter().map(|(_, o)| o.order_uid.as_str()).collect();
+        assert_eq!(uids, newest_first);
+        assert_eq!(all.len(), ORDERS);
+        assert!(all.windows(2).all(|w| w[0].seq > w[1].seq));
+        for s in &all {
+            let order = repo.get(&s.order_uid).await.unwrap().expect("stored");
+            let served = crate::order_json::OrderJson::from_order(&order).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(s.json.json()),
+                String::from_utf8_lossy(served.json()),
+            );
+            assert_eq!(s.json, served, "{}: the tag too", s.order_uid);
+        }
+        // Bounded, and continued from the last one read.
+        let first = read(None, 1_500).await;
+        assert_eq!(first, all[..1_500]);
+        let next = read(Some(first[1_499].seq), 700).await;
+        assert_eq!(next, all[1_500..2_200]);
+        let rest = read(Some(next[699].seq), 1_000).await;
+        assert_eq!(rest, all[2_200..]);
+        // Stopping early is fine: the first page only.
+        let mut pages = repo.recent_json(None, usize::MAX);
+        assert!(!pages.try_next().await.unwrap().unwrap().is_empty());
+        drop(pages);
+        assert!(read(Some(all[ORDERS - 1].seq), 10).await.is_empty());
+    }
+
     /// Re-storing an order (even with other content) changes nothing stored and is reported
     /// as a duplicate rejection.
     pub async fn restore_is_idempotent(repo: &dyn OrderRepository) {
@@ -983,7 +1055,8 @@ pub mod conformance {
                 failed_batch_commits_nothing, rejections_and_offsets_stored, most_recent_first,
                 superseded_rejections_go_with_the_orders, truncated_payloads_and_nul,
                 concurrent_writers_are_fenced, repeated_positions_keep_every_rejection,
-                unknown_fields_round_trip, a_mixed_batch_stores_the_new_and_records_the_rest);
+                unknown_fields_round_trip, a_mixed_batch_stores_the_new_and_records_the_rest,
+                recent_json_is_the_served_json);
         };
         (@each $make:expr; $($name:ident),*) => {
             $(
