@@ -40,6 +40,9 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// What went wrong underneath (a storage error's whole chain): logged by the middleware
+    /// with the request's id, never sent to the client.
+    cause: Option<String>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -75,7 +78,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// The cause to log, if any, and whether it is an error (else a warning).
+    pub(crate) fn cause(&self) -> Option<(&str, bool)> {
+        self.cause
+            .as_deref()
+            .map(|c| (c, self.status != StatusCode::SERVICE_UNAVAILABLE))
     }
 }
 
@@ -106,21 +117,27 @@ impl From<QueryError> for ApiError {
 
 impl From<RepositoryError> for ApiError {
     fn from(e: RepositoryError) -> Self {
+        // The details go to the log (the middleware's, with the request's id), not to the
+        // client.
+        let cause = Some(Chain(&e).to_string());
         if e.is_transient() {
-            tracing::warn!(error = %Chain(&e), "storage unavailable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the order store is unavailable; retry shortly",
-            )
+            ApiError {
+                cause,
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the order store is unavailable; retry shortly",
+                )
+            }
         } else {
-            // The details go to the log, not to the client.
-            tracing::error!(error = %Chain(&e), "storage error");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
+            ApiError {
+                cause,
+                ..ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
         }
     }
 }

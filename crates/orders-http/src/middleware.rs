@@ -16,6 +16,7 @@ use prometheus::{Histogram, IntCounter};
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
+use crate::handlers::ApiError;
 use crate::metrics::HttpMetrics;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -197,9 +198,11 @@ where
             None => self.worker.ids.borrow_mut().next(),
         };
         let method = method_label(req.method());
-        // Fields by `Display`: the text formatter then copies them as they are (`Debug` would
-        // quote and escape them character by character), once per request.
-        let span = tracing::info_span!(
+        // At DEBUG: at the default level a span per request would cost more than the rest of
+        // a cached read's own work (its fields are formatted when it is created). The access
+        // line and the logged errors carry the id themselves. Fields by `Display`: the text
+        // formatter then copies them as they are (`Debug` would quote and escape them).
+        let span = tracing::debug_span!(
             "http",
             request_id = %id.to_str().unwrap_or_default(),
             method = %method,
@@ -238,15 +241,34 @@ impl Done {
             status,
             self.started.elapsed().as_secs_f64(),
         );
-        res.headers_mut().insert(REQUEST_ID, self.id);
-        // In the request's span (id, method, path). Off by default in text mode
-        // (telemetry), where a line per request would drown the rest.
+        let id = self.id.to_str().unwrap_or_default();
+        let path = res.request().path();
+        if let Some((cause, is_error)) = res
+            .response()
+            .error()
+            .and_then(|e| e.as_error::<ApiError>())
+            .and_then(ApiError::cause)
+        {
+            if is_error {
+                tracing::error!(request_id = %id, method = %self.method, path = %path,
+                    status = status.as_u16(), error = %cause, "storage error");
+            } else {
+                tracing::warn!(request_id = %id, method = %self.method, path = %path,
+                    status = status.as_u16(), error = %cause, "storage unavailable");
+            }
+        }
+        // Off by default in text mode (telemetry), where a line per request would drown the
+        // rest; its fields are only formatted when it is on.
         tracing::info!(
             target: "orders_http::access",
+            request_id = %id,
+            method = %self.method,
+            path = %path,
             status = status.as_u16(),
             micros = self.started.elapsed().as_micros() as u64,
             "request"
         );
+        res.headers_mut().insert(REQUEST_ID, self.id);
     }
 }
 
