@@ -6,7 +6,8 @@ use orders_app::{Application, cli, telemetry};
 
 /// mimalloc rather than glibc's malloc: a decoded order is dozens of small strings, freed a
 /// batch at a time, and glibc spent a fifth of the sink path's CPU in malloc and free
-/// (ARCHITECTURE.md, "Decisions").
+/// (ARCHITECTURE.md, "Decisions"; feature `mimalloc`, on by default).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -124,6 +124,7 @@ enum Command {
 }
 
 /// The allocator of the `orders` binary: the service runs in this process here.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
