@@ -34,6 +34,8 @@ fn every_section_runs_and_the_report_keeps_hand_written_notes() {
                 "50",
                 "--warm-orders",
                 "600",
+                "--warm-repeat",
+                "2",
                 "--lease-ttl-secs",
                 "1",
             ])
@@ -101,10 +103,17 @@ fn every_section_runs_and_the_report_keeps_hand_written_notes() {
         assert!(e["requests"].as_u64().unwrap() > 0, "{endpoint}: {e}");
         assert_eq!(e["unexpected"], 0, "{endpoint}: every answer 200");
     }
-    assert_eq!(r["warmup"]["orders"], 600);
+    // One warm-up line per `--warm-orders` count, each with its runs (fresh processes).
+    let warm = &r["warmup"][0];
+    assert_eq!(warm["orders"], 600, "{warm}");
+    assert_eq!(warm["runs"].as_array().map(Vec::len), Some(2), "{warm}");
     let f = &r["failover"];
     for event in ["join_secs", "sigterm_secs", "kill_secs"] {
         assert!(f[event][0].as_f64().unwrap() > 0.0, "{event}: {f}");
     }
-    assert!(r["warmup"]["rss_after"].as_u64().unwrap() > 0);
+    for run in warm["runs"].as_array().unwrap() {
+        assert_eq!(run["orders"], 600, "{run}");
+        assert!(run["warm_secs"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(run["rss_after"].as_u64().unwrap() > 0, "{run}");
+    }
 }
