@@ -4,26 +4,16 @@
 //! the access line carries the same id.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use orders_domain::QueryService;
 use orders_domain::testing::{InMemoryCache, InMemoryRepository};
-use orders_http::{Check, HttpConfig, HttpMetrics, HttpState, Readiness};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-#[derive(Debug)]
-struct Ready;
-
-#[async_trait]
-impl Readiness for Ready {
-    async fn checks(&self) -> Vec<Check> {
-        Vec::new()
-    }
-}
+mod common;
 
 /// Log lines, shared with the subscriber.
 #[derive(Clone, Default)]
@@ -61,21 +51,7 @@ fn a_storage_failure_is_logged_with_the_request_id() {
 
     let repo = Arc::new(InMemoryRepository::new());
     repo.set_down(true);
-    let query = QueryService::new(repo, Arc::new(InMemoryCache::new(10)));
-    let registry = prometheus::Registry::new();
-    let metrics = HttpMetrics::register(&registry).unwrap();
-    let state = HttpState::new(query, Arc::new(Ready), registry, metrics);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let config = HttpConfig {
-                workers: 1,
-                shutdown_timeout_secs: 1,
-            };
-            orders_http::serve(listener, state, &config).unwrap().await
-        })
-    });
+    let addr = common::serve(QueryService::new(repo, Arc::new(InMemoryCache::new(10))));
 
     let mut stream = TcpStream::connect(addr).unwrap();
     stream

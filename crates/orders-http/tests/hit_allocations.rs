@@ -7,31 +7,21 @@
 
 use std::alloc::System;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use orders_domain::sample::reference_order;
 use orders_domain::testing::{InMemoryCache, InMemoryRepository};
 use orders_domain::{OrderCache, OrderJson, QueryService};
-use orders_http::{Check, HttpConfig, HttpMetrics, HttpState, Readiness};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+mod common;
+
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-#[derive(Debug)]
-struct Ready;
-
-#[async_trait]
-impl Readiness for Ready {
-    async fn checks(&self) -> Vec<Check> {
-        Vec::new()
-    }
-}
 
 /// Sends `request` `n` times on one keep-alive connection and reads each whole response
 /// (its length is known), without allocating on this side.
@@ -44,28 +34,16 @@ fn hammer(stream: &mut TcpStream, request: &[u8], response_len: usize, n: usize)
     }
 }
 
-/// A running server on a worker thread, with one cached order; its address and the order's
-/// JSON.
+/// A running server with one cached order; its address, the order's JSON and uid.
 fn server() -> (std::net::SocketAddr, OrderJson, String) {
     let order = reference_order();
     let cache = Arc::new(InMemoryCache::new(10));
     let json = OrderJson::from_order(&order).unwrap();
     cache.insert(&order.order_uid, json.clone());
-    let query = QueryService::new(Arc::new(InMemoryRepository::new()), cache);
-    let registry = prometheus::Registry::new();
-    let metrics = HttpMetrics::register(&registry).unwrap();
-    let state = HttpState::new(query, Arc::new(Ready), registry, metrics);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let config = HttpConfig {
-                workers: 1,
-                shutdown_timeout_secs: 1,
-            };
-            orders_http::serve(listener, state, &config).unwrap().await
-        })
-    });
+    let addr = common::serve(QueryService::new(
+        Arc::new(InMemoryRepository::new()),
+        cache,
+    ));
     (addr, json, order.order_uid)
 }
 
