@@ -249,6 +249,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         );
     }
     if has(Section::Reads) {
+        // The sections before wrote hundreds of MB: their checkpoint or autovacuum must not
+        // land on the read measurements (PostgreSQL shares the 2 cores with both servers).
+        db::settle(&admin).await?;
         let prefix = format!("read{}-", &uuid::Uuid::new_v4().simple().to_string()[..6]);
         let data = data::Dataset::generate(&prefix, cli.read_uids)?;
         let load = load::Load {
