@@ -4,14 +4,11 @@ use clap::Parser;
 use orders_app::config::{Cli, Command};
 use orders_app::{Application, cli, telemetry};
 
-/// mimalloc rather than glibc's malloc: a decoded order is dozens of small strings, freed a
-/// batch at a time, and glibc spent a fifth of the sink path's CPU in malloc and free
-/// (ARCHITECTURE.md, "Decisions"; feature `mimalloc`, on by default).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
+    // mimalloc, keeping freed memory a second for the next batch (crate orders-alloc; feature
+    // `mimalloc`, on by default).
+    #[cfg(feature = "mimalloc")]
+    orders_alloc::configure();
     // Values from config.env (here or in the nearest parent) fill in what the environment does
     // not set. A bad line stops start-up: a setting silently ignored is worse.
     if let Err(e) = orders_env::load() {

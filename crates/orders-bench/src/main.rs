@@ -123,12 +123,11 @@ enum Command {
     Replica,
 }
 
-/// The allocator of the `orders` binary: the service runs in this process here.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
+    // The allocator of the `orders` binary, set up as it does: the service runs in this
+    // process here.
+    #[cfg(feature = "mimalloc")]
+    orders_alloc::configure();
     orders_env::load()?;
     let cli = Cli::parse();
     // The service's own subscriber and level (LOG_LEVEL, info by default): its spans and

@@ -145,6 +145,14 @@ pub(crate) fn markdown(r: &Results) -> String {
             spread(&k.ours_vs_copy_runs),
             spread(&k.replica_vs_ours_runs),
         );
+        let (ours_pg, ours_client) = crate::sink::cpu_us_per_order(&k.ours_cpu, k.ours.orders);
+        let (copy_pg, copy_client) = crate::sink::cpu_us_per_order(&k.copy_cpu, k.copy_n.orders);
+        let _ = writeln!(
+            s,
+            "CPU µs per order (medians): PostgreSQL {ours_pg:.1} for ours, {copy_pg:.1} for \
+             COPY ({:.2}x); this process {ours_client:.1} for ours, {copy_client:.1} for COPY.\n",
+            ours_pg / copy_pg
+        );
         let _ = writeln!(
             s,
             "As a replica (lease check + NOTIFY in each batch): **{:.3} of ours** (medians).\n",

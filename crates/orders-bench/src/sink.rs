@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::data::{Dataset, Plan, fetched_batches};
 use crate::db::{self, BenchDb};
-use crate::stats::{cpu_seconds, median};
+use crate::stats::{CpuSplit, cpu_seconds, median};
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Rate {
@@ -52,7 +52,24 @@ pub(crate) struct SinkResults {
     pub(crate) replica_vs_ours_runs: Vec<f64>,
     pub(crate) copy_1: Rate,
     pub(crate) copy_n: Rate,
+    /// CPU seconds of PostgreSQL and of this process in each run of ours, and of COPY (n
+    /// streams): on 2 shared cores the rate follows the CPU each variant costs.
+    pub(crate) ours_cpu: Vec<CpuSplit>,
+    pub(crate) copy_cpu: Vec<CpuSplit>,
     pub(crate) profile: Profile,
+}
+
+/// Median CPU µs per order of PostgreSQL and of this process over `runs`.
+pub(crate) fn cpu_us_per_order(runs: &[CpuSplit], orders: u64) -> (f64, f64) {
+    let per = |f: fn(&CpuSplit) -> f64| {
+        median(
+            &runs
+                .iter()
+                .map(|c| f(c) * 1e6 / orders as f64)
+                .collect::<Vec<_>>(),
+        )
+    };
+    (per(|c| c.database), per(|c| c.this_process))
 }
 
 /// Where the sink path's time goes (CPU of this process; the database works in its own).
@@ -214,6 +231,7 @@ pub(crate) async fn run(
     let mut ours_runs: Vec<SinkRun> = Vec::new();
     let (mut naive, mut copy_1, mut copy_n) = (Vec::new(), Vec::new(), Vec::new());
     let mut replica = Vec::new();
+    let (mut ours_cpu, mut copy_cpu) = (Vec::new(), Vec::new());
     let mut keep = None;
     // Per round, ours / COPY (n streams) and the replica / ours: the spread beside the medians.
     let (mut ours_vs_copy, mut replica_vs_ours) = (Vec::new(), Vec::new());
@@ -229,9 +247,11 @@ pub(crate) async fn run(
             let db = BenchDb::create(admin).await?;
             match variant {
                 Variant::CopyN => {
+                    let cpu0 = CpuSplit::now();
                     copy_secs = db::copy(&db.config, &data.orders, plan)
                         .await?
                         .as_secs_f64();
+                    copy_cpu.push(CpuSplit::now().since(cpu0));
                     copy_n.push(copy_secs);
                 }
                 Variant::Copy1 => copy_1.push(
@@ -242,7 +262,9 @@ pub(crate) async fn run(
                 Variant::Ours | Variant::Replica => {
                     let replica_run = variant == Variant::Replica;
                     let batches = fetched_batches(&data.payloads, plan);
+                    let cpu0 = CpuSplit::now();
                     let run = ours(&db.config, batches, opts.cache_capacity, replica_run).await?;
+                    let cpu = CpuSplit::now().since(cpu0);
                     let stored = count_orders(&db.config).await?;
                     anyhow::ensure!(
                         stored == n as i64,
@@ -254,6 +276,7 @@ pub(crate) async fn run(
                     } else {
                         ours_secs = run.wall.as_secs_f64();
                         ours_runs.push(run);
+                        ours_cpu.push(cpu);
                     }
                 }
                 Variant::Naive => naive.push(
@@ -299,6 +322,8 @@ pub(crate) async fn run(
         replica_vs_ours_runs: replica_vs_ours,
         copy_1: rate(copy_1, n, rows),
         copy_n: rate(copy_n, n, rows),
+        ours_cpu,
+        copy_cpu,
         profile,
     };
     let db = keep.ok_or_else(|| anyhow::anyhow!("no sink run (repeat = 0?)"))?;
