@@ -621,6 +621,53 @@ pub mod conformance {
         assert_eq!(repo.recent(None, 10).await.unwrap().len(), 3);
     }
 
+    /// A batch of distinct uids, megabytes long, one of which (the first in uid order) is
+    /// already stored: the new ones are stored and the stored one recorded as a duplicate.
+    /// An adapter that writes optimistically (PostgreSQL's COPY) meets the conflict while it is
+    /// still sending; the batch after it is stored too.
+    pub async fn a_long_batch_meeting_a_stored_uid_stores_the_rest(repo: &dyn OrderRepository) {
+        let stored = generated_order("long-", 1000, 2);
+        repo.store_batch(&batch(vec![accepted(stored.clone(), 0, 0)], 0, None, 1))
+            .await
+            .unwrap();
+        let mut orders = vec![accepted(stored.clone(), 0, 1)];
+        orders.extend(
+            (1001..1800).map(|n| accepted(generated_order("long-", n, 2), 0, n as i64 - 998)),
+        );
+        let out = repo
+            .store_batch(&batch(orders, 0, Some(1), 802))
+            .await
+            .unwrap();
+        assert_eq!(out.stored.len(), 799, "{:?}", out.duplicates);
+        assert!(!out.stored.contains(&stored.order_uid));
+        assert_eq!(out.duplicates.len(), 1);
+        assert_eq!(out.duplicates[0].0, stored.order_uid);
+        assert_eq!(out.duplicates[0].1.offset, 1);
+        let last = generated_order("long-", 1799, 2);
+        assert_eq!(repo.get(&last.order_uid).await.unwrap(), Some(last));
+        let all = RejectedFilter {
+            limit: 100,
+            ..RejectedFilter::default()
+        };
+        let rejected = repo.rejected(&all).await.unwrap();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].reason, RejectReason::Duplicate.as_str());
+
+        let next = generated_order("long-", 1800, 2);
+        let out = repo
+            .store_batch(&batch(
+                vec![accepted(next.clone(), 0, 802)],
+                0,
+                Some(802),
+                803,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(out.stored, vec![next.order_uid.clone()]);
+        assert_eq!(repo.get(&next.order_uid).await.unwrap(), Some(next));
+        assert_eq!(repo.recent(None, 2000).await.unwrap().len(), 801);
+    }
+
     /// A batch that fails part-way (an order breaking a storage constraint after others were
     /// written) commits nothing: no orders, no rejections, no offsets.
     pub async fn failed_batch_commits_nothing(repo: &dyn OrderRepository) {
@@ -1056,6 +1103,7 @@ pub mod conformance {
                 superseded_rejections_go_with_the_orders, truncated_payloads_and_nul,
                 concurrent_writers_are_fenced, repeated_positions_keep_every_rejection,
                 unknown_fields_round_trip, a_mixed_batch_stores_the_new_and_records_the_rest,
+                a_long_batch_meeting_a_stored_uid_stores_the_rest,
                 recent_json_is_the_served_json);
         };
         (@each $make:expr; $($name:ident),*) => {

@@ -1,7 +1,8 @@
 //! [`OrderRepository`](orders_domain::OrderRepository) on PostgreSQL.
 //!
-//! Invariant: every write of a batch happens in one transaction with multi-row `UNNEST`
-//! inserts; nothing outside this crate sees a `tokio_postgres` type.
+//! Invariant: every write of a batch happens in one transaction (binary `COPY`, or multi-row
+//! `UNNEST` inserts where rows may conflict); nothing outside this crate sees a
+//! `tokio_postgres` type.
 
 mod config;
 mod error;

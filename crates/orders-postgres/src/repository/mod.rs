@@ -3,6 +3,7 @@
 //! orders and their children, rejections), `read` (orders for the API and warm-up),
 //! `offsets` (where each partition stands) and `rejected` (the rejected rows).
 
+mod copy;
 mod offsets;
 mod read;
 mod rejected;
@@ -51,6 +52,8 @@ pub struct PgRepository {
     /// Set: each batch announces its new orders on [`write::COMMITS_CHANNEL`] under this
     /// origin (so other replicas can cache them).
     announce: Option<std::sync::Arc<str>>,
+    /// Whether batches try COPY for their orders (not after a recent conflict).
+    orders_copy: std::sync::Arc<write::OrdersCopy>,
 }
 
 impl std::fmt::Debug for PgRepository {
@@ -106,6 +109,7 @@ impl PgRepository {
             target,
             query_timeout: config.query_timeout(),
             announce: None,
+            orders_copy: Default::default(),
         })
     }
 
@@ -204,7 +208,12 @@ impl OrderRepository for PgRepository {
         let mut client = self.client().await?;
         let result = timeout(
             self.query_timeout,
-            write::store_batch(&mut client, batch, self.announce.as_deref()),
+            write::store_batch(
+                &mut client,
+                batch,
+                self.announce.as_deref(),
+                &self.orders_copy,
+            ),
         )
         .await;
         self.settle(client, result)

@@ -5,11 +5,10 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
-use futures::pin_mut;
 use orders_domain::{AcceptedOrder, RejectReason, RepositoryError, StoreBatch, StoreOutcome};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
+use super::copy::CopyRows;
 use crate::error::map_pg;
 
 const INSERT_ORDERS: &str = "
@@ -22,6 +21,65 @@ SELECT a, b, c, d, e, f, g, h, i, j, k, $12::text, p, o, x FROM
            $15::json[])
         AS u(a, b, c, d, e, f, g, h, i, j, k, p, o, x)
 ON CONFLICT (order_uid) DO NOTHING";
+
+// Orders go in by binary COPY too when no uid of the batch is stored yet, which is almost
+// always: COPY costs PostgreSQL less per row than `INSERT … ON CONFLICT` (no speculative
+// insertion, one WAL record per page instead of per row). A uid already stored makes the COPY
+// fail (unique violation) and the whole transaction is run again with the INSERT.
+const COPY_ORDERS: &str = "COPY orders (order_uid, track_number, entry, locale, \
+    internal_signature, customer_id, delivery_service, shardkey, sm_id, date_created, \
+    oof_shard, source_topic, source_partition, source_offset) FROM STDIN (FORMAT binary)";
+const COPY_ORDERS_EXTRA: &str = "COPY orders (order_uid, track_number, entry, locale, \
+    internal_signature, customer_id, delivery_service, shardkey, sm_id, date_created, \
+    oof_shard, source_topic, source_partition, source_offset, extra) FROM STDIN (FORMAT binary)";
+
+/// How many batches after a failed COPY (a uid already stored) go straight to the INSERT: a
+/// replayed topic conflicts in every batch, and each failed COPY is work thrown away.
+const INSERT_AFTER_CONFLICT: u32 = 64;
+
+/// Whether the next batches should try COPY for their orders: shared by a repository's
+/// connections, so a run of conflicts (a topic replayed from the start) costs each batch one
+/// failed COPY at most once per [`INSERT_AFTER_CONFLICT`] batches.
+#[derive(Debug, Default)]
+pub(crate) struct OrdersCopy {
+    insert_batches_left: std::sync::atomic::AtomicU32,
+}
+
+impl OrdersCopy {
+    fn should_try(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.insert_batches_left
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_err()
+    }
+
+    fn conflicted(&self) {
+        self.insert_batches_left
+            .store(INSERT_AFTER_CONFLICT, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How a batch transaction inserts its orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OrdersBy {
+    /// Binary COPY: fails on a uid already stored.
+    Copy,
+    /// `INSERT … ON CONFLICT DO NOTHING`: stores the new, reports the rest as duplicates.
+    Insert,
+}
+
+/// Why a batch attempt ended without a commit.
+enum Attempt {
+    /// The orders COPY met a uid already stored: run the batch again with the INSERT.
+    UidTaken,
+    Failed(RepositoryError),
+}
+
+impl From<RepositoryError> for Attempt {
+    fn from(e: RepositoryError) -> Self {
+        Self::Failed(e)
+    }
+}
 
 /// Which of a batch's uids this transaction stored: the rows that carry the batch's positions
 /// (a message's position is stored once at most, so a row stored earlier never has one).
@@ -39,17 +97,6 @@ const COPY_DELIVERIES: &str = "COPY deliveries (order_uid, name, phone, zip, cit
     region, email) FROM STDIN (FORMAT binary)";
 const COPY_DELIVERIES_EXTRA: &str = "COPY deliveries (order_uid, name, phone, zip, city, \
     address, region, email, extra) FROM STDIN (FORMAT binary)";
-const DELIVERY_TYPES: [Type; 9] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::JSON,
-];
 
 const COPY_PAYMENTS: &str = "COPY payments (order_uid, transaction, request_id, currency, \
     provider, amount, payment_dt, bank, delivery_cost, goods_total, custom_fee) \
@@ -57,41 +104,11 @@ const COPY_PAYMENTS: &str = "COPY payments (order_uid, transaction, request_id, 
 const COPY_PAYMENTS_EXTRA: &str = "COPY payments (order_uid, transaction, request_id, \
     currency, provider, amount, payment_dt, bank, delivery_cost, goods_total, custom_fee, \
     extra) FROM STDIN (FORMAT binary)";
-const PAYMENT_TYPES: [Type; 12] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT8,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::JSON,
-];
 
 const COPY_ITEMS: &str = "COPY items (order_uid, position, chrt_id, track_number, price, rid, \
     name, sale, size, total_price, nm_id, brand, status) FROM STDIN (FORMAT binary)";
 const COPY_ITEMS_EXTRA: &str = "COPY items (order_uid, position, chrt_id, track_number, price, \
     rid, name, sale, size, total_price, nm_id, brand, status, extra) FROM STDIN (FORMAT binary)";
-const ITEM_TYPES: [Type; 14] = [
-    Type::TEXT,
-    Type::INT4,
-    Type::INT8,
-    Type::TEXT,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT4,
-    Type::TEXT,
-    Type::INT8,
-    Type::INT8,
-    Type::TEXT,
-    Type::INT4,
-    Type::JSON,
-];
 
 const INSERT_REJECTED: &str = "
 INSERT INTO rejected_messages (topic, partition, \"offset\", reason, detail, payload,
@@ -185,17 +202,17 @@ fn extra_json(extra: &orders_domain::Extra) -> Option<JsonText> {
     extra.to_json_object().map(JsonText)
 }
 
-/// The COPY statement and column types of a table: with the `extra` column only if needed.
-fn copy_columns<'a, const N: usize>(
+/// The COPY statement of a table and its field count: with the `extra` column only if needed.
+fn copy_statement(
     with_extra: bool,
     plain: &'static str,
     extra: &'static str,
-    types: &'a [Type; N],
-) -> (&'static str, &'a [Type]) {
+    fields: i16,
+) -> (&'static str, i16) {
     if with_extra {
-        (extra, &types[..])
+        (extra, fields + 1)
     } else {
-        (plain, &types[..N - 1])
+        (plain, fields)
     }
 }
 
@@ -244,19 +261,6 @@ impl<'a> OrderColumns<'a> {
 
 type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
 
-/// A binary `COPY … FROM STDIN` into this transaction (the statement is prepared once per
-/// connection).
-async fn copy_writer(
-    tx: &deadpool_postgres::Transaction<'_>,
-    sql: &str,
-    types: &[Type],
-    what: &'static str,
-) -> Result<BinaryCopyInWriter, RepositoryError> {
-    let stmt = tx.prepare_cached(sql).await.map_err(|e| map_pg(what, e))?;
-    let sink = tx.copy_in(&stmt).await.map_err(|e| map_pg(what, e))?;
-    Ok(BinaryCopyInWriter::new(sink, types))
-}
-
 async fn insert_children(
     tx: &deadpool_postgres::Transaction<'_>,
     orders: &[&AcceptedOrder],
@@ -264,23 +268,15 @@ async fn insert_children(
     if orders.is_empty() {
         return Ok(());
     }
+    let what = "copying deliveries";
+    let pg = |e| map_pg(what, e);
     let with_extra = orders.iter().any(|a| !a.order.delivery.extra.is_empty());
-    let (sql, types) = copy_columns(
-        with_extra,
-        COPY_DELIVERIES,
-        COPY_DELIVERIES_EXTRA,
-        &DELIVERY_TYPES,
-    );
-    let w = copy_writer(tx, sql, types, "copying deliveries").await?;
-    pin_mut!(w);
+    let (sql, fields) = copy_statement(with_extra, COPY_DELIVERIES, COPY_DELIVERIES_EXTRA, 8);
+    let mut w = CopyRows::start(tx, sql, what).await.map_err(pg)?;
     for a in orders {
         let (o, d) = (&a.order, &a.order.delivery);
-        let extra = if with_extra {
-            extra_json(&d.extra)
-        } else {
-            None
-        };
-        let row: [&(dyn ToSql + Sync); 9] = [
+        w.row(fields).await.map_err(pg)?;
+        for f in [
             &o.order_uid,
             &d.name,
             &d.phone,
@@ -289,105 +285,170 @@ async fn insert_children(
             &d.address,
             &d.region,
             &d.email,
-            &extra,
-        ];
-        w.as_mut()
-            .write(&row[..types.len()])
-            .await
-            .map_err(|e| map_pg("copying deliveries", e))?;
+        ] {
+            w.text(f);
+        }
+        if with_extra {
+            w.json(extra_json(&d.extra).as_ref().map(|j| j.0.as_str()));
+        }
     }
-    w.finish()
-        .await
-        .map_err(|e| map_pg("copying deliveries", e))?;
+    w.finish_mapped().await?;
 
+    let what = "copying payments";
+    let pg = |e| map_pg(what, e);
     let with_extra = orders.iter().any(|a| !a.order.payment.extra.is_empty());
-    let (sql, types) = copy_columns(
-        with_extra,
-        COPY_PAYMENTS,
-        COPY_PAYMENTS_EXTRA,
-        &PAYMENT_TYPES,
-    );
-    let w = copy_writer(tx, sql, types, "copying payments").await?;
-    pin_mut!(w);
+    let (sql, fields) = copy_statement(with_extra, COPY_PAYMENTS, COPY_PAYMENTS_EXTRA, 11);
+    let mut w = CopyRows::start(tx, sql, what).await.map_err(pg)?;
     for a in orders {
         let (o, p) = (&a.order, &a.order.payment);
-        let extra = if with_extra {
-            extra_json(&p.extra)
-        } else {
-            None
-        };
-        let row: [&(dyn ToSql + Sync); 12] = [
-            &o.order_uid,
-            &p.transaction,
-            &p.request_id,
-            &p.currency,
-            &p.provider,
-            &p.amount,
-            &p.payment_dt,
-            &p.bank,
-            &p.delivery_cost,
-            &p.goods_total,
-            &p.custom_fee,
-            &extra,
-        ];
-        w.as_mut()
-            .write(&row[..types.len()])
-            .await
-            .map_err(|e| map_pg("copying payments", e))?;
+        w.row(fields).await.map_err(pg)?;
+        w.text(&o.order_uid);
+        w.text(&p.transaction);
+        w.text(&p.request_id);
+        w.text(&p.currency);
+        w.text(&p.provider);
+        w.int8(p.amount);
+        w.int8(p.payment_dt);
+        w.text(&p.bank);
+        w.int8(p.delivery_cost);
+        w.int8(p.goods_total);
+        w.int8(p.custom_fee);
+        if with_extra {
+            w.json(extra_json(&p.extra).as_ref().map(|j| j.0.as_str()));
+        }
     }
-    w.finish()
-        .await
-        .map_err(|e| map_pg("copying payments", e))?;
+    w.finish_mapped().await?;
 
+    let what = "copying items";
+    let pg = |e| map_pg(what, e);
     let with_extra = orders
         .iter()
         .any(|a| a.order.items.iter().any(|it| !it.extra.is_empty()));
-    let (sql, types) = copy_columns(with_extra, COPY_ITEMS, COPY_ITEMS_EXTRA, &ITEM_TYPES);
-    let w = copy_writer(tx, sql, types, "copying items").await?;
-    pin_mut!(w);
+    let (sql, fields) = copy_statement(with_extra, COPY_ITEMS, COPY_ITEMS_EXTRA, 13);
+    let mut w = CopyRows::start(tx, sql, what).await.map_err(pg)?;
     for a in orders {
         let o = &a.order;
         for (i, it) in o.items.iter().enumerate() {
+            w.row(fields).await.map_err(pg)?;
+            w.text(&o.order_uid);
             // The index in the message; MAX_ITEMS keeps it far inside i32.
-            let position = i as i32;
-            let extra = if with_extra {
-                extra_json(&it.extra)
-            } else {
-                None
-            };
-            let row: [&(dyn ToSql + Sync); 14] = [
-                &o.order_uid,
-                &position,
-                &it.chrt_id,
-                &it.track_number,
-                &it.price,
-                &it.rid,
-                &it.name,
-                &it.sale,
-                &it.size,
-                &it.total_price,
-                &it.nm_id,
-                &it.brand,
-                &it.status,
-                &extra,
-            ];
-            w.as_mut()
-                .write(&row[..types.len()])
-                .await
-                .map_err(|e| map_pg("copying items", e))?;
+            w.int4(i as i32);
+            w.int8(it.chrt_id);
+            w.text(&it.track_number);
+            w.int8(it.price);
+            w.text(&it.rid);
+            w.text(&it.name);
+            w.int4(it.sale);
+            w.text(&it.size);
+            w.int8(it.total_price);
+            w.int8(it.nm_id);
+            w.text(&it.brand);
+            w.int4(it.status);
+            if with_extra {
+                w.json(extra_json(&it.extra).as_ref().map(|j| j.0.as_str()));
+            }
         }
     }
-    w.finish().await.map_err(|e| map_pg("copying items", e))?;
+    w.finish_mapped().await?;
+    Ok(())
+}
+
+/// Binary COPY of `sorted` into `orders`. `Err(UidTaken)` when one of them is already stored
+/// (the transaction is then aborted).
+async fn copy_orders(
+    tx: &deadpool_postgres::Transaction<'_>,
+    topic: &str,
+    sorted: &[&AcceptedOrder],
+) -> Result<(), Attempt> {
+    let what = "copying orders";
+    let taken = |e: tokio_postgres::Error| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            Attempt::UidTaken
+        } else {
+            Attempt::Failed(map_pg(what, e))
+        }
+    };
+    let with_extra = sorted.iter().any(|a| !a.order.extra.is_empty());
+    let (sql, fields) = copy_statement(with_extra, COPY_ORDERS, COPY_ORDERS_EXTRA, 14);
+    let mut w = CopyRows::start(tx, sql, what).await.map_err(taken)?;
+    for a in sorted {
+        let o = &a.order;
+        w.row(fields).await.map_err(taken)?;
+        for f in [
+            &o.order_uid,
+            &o.track_number,
+            &o.entry,
+            &o.locale,
+            &o.internal_signature,
+            &o.customer_id,
+            &o.delivery_service,
+            &o.shardkey,
+        ] {
+            w.text(f);
+        }
+        w.int8(o.sm_id);
+        w.timestamptz(&o.date_created);
+        w.text(&o.oof_shard);
+        w.text(topic);
+        w.int4(a.position.partition);
+        w.int8(a.position.offset);
+        if with_extra {
+            w.json(extra_json(&o.extra).as_ref().map(|j| j.0.as_str()));
+        }
+    }
+    w.finish().await.map_err(taken)?;
     Ok(())
 }
 
 /// `notify`: the origin to announce the batch's new orders under on [`COMMITS_CHANNEL`]
-/// (delivered to listeners only if and when the transaction commits).
+/// (delivered to listeners only if and when the transaction commits). Orders go in by COPY
+/// unless `copy` says a recent batch met a stored uid or the batch repeats a uid; a COPY that
+/// meets a stored uid rolls the transaction back and the batch is stored again by INSERT.
 pub(super) async fn store_batch(
     client: &mut Object,
     batch: &StoreBatch,
     notify: Option<&str>,
+    copy: &OrdersCopy,
 ) -> Result<StoreOutcome, RepositoryError> {
+    let repeats_a_uid = {
+        let mut uids: Vec<&str> = batch
+            .orders
+            .iter()
+            .map(|a| a.order.order_uid.as_str())
+            .collect();
+        uids.sort_unstable();
+        uids.windows(2).any(|w| w[0] == w[1])
+    };
+    if !repeats_a_uid && copy.should_try() {
+        match attempt(client, batch, notify, OrdersBy::Copy).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(Attempt::Failed(e)) => return Err(e),
+            Err(Attempt::UidTaken) => {
+                tracing::debug!(
+                    topic = %batch.topic,
+                    "a uid of the batch is already stored; storing it again by INSERT"
+                );
+                copy.conflicted();
+            }
+        }
+    }
+    match attempt(client, batch, notify, OrdersBy::Insert).await {
+        Ok(outcome) => Ok(outcome),
+        Err(Attempt::Failed(e)) => Err(e),
+        Err(Attempt::UidTaken) => Err(RepositoryError::Unavailable {
+            context: "inserting orders: unique violation despite ON CONFLICT".into(),
+            source: None,
+        }),
+    }
+}
+
+/// One batch transaction, its orders inserted `by` COPY or INSERT.
+async fn attempt(
+    client: &mut Object,
+    batch: &StoreBatch,
+    notify: Option<&str>,
+    by: OrdersBy,
+) -> Result<StoreOutcome, Attempt> {
     let tx = client
         .transaction()
         .await
@@ -434,20 +495,20 @@ pub(super) async fn store_batch(
                 .iter()
                 .find(|o| o.lease_epoch.is_some())
                 .unwrap_or(&batch.offsets[0]);
-            return Err(RepositoryError::LeaseLost {
+            return Err(Attempt::Failed(RepositoryError::LeaseLost {
                 topic: batch.topic.clone(),
                 partition: lost.partition,
                 epoch: lost.lease_epoch.unwrap_or_default(),
-            });
+            }));
         }
         if moved != batch.offsets.len() as i64 {
             // Dropping `tx` rolls it back: nothing of the batch is kept.
             let stale = batch.offsets[0];
-            return Err(RepositoryError::Fenced {
+            return Err(Attempt::Failed(RepositoryError::Fenced {
                 topic: batch.topic.clone(),
                 partition: stale.partition,
                 expected: stale.expected,
-            });
+            }));
         }
     }
 
@@ -467,7 +528,11 @@ pub(super) async fn store_batch(
     sorted.sort_by(|a, b| a.order.order_uid.cmp(&b.order.order_uid));
     let mut outcome = StoreOutcome::default();
     let mut duplicates: Vec<&AcceptedOrder> = Vec::new();
-    if !sorted.is_empty() {
+    if !sorted.is_empty() && by == OrdersBy::Copy {
+        copy_orders(&tx, &batch.topic, &sorted).await?;
+        insert_children(&tx, &sorted).await?;
+        outcome.stored = sorted.iter().map(|a| a.order.order_uid.clone()).collect();
+    } else if !sorted.is_empty() {
         let c = OrderColumns::new(&sorted);
         let stmt = tx
             .prepare_cached(INSERT_ORDERS)
@@ -524,17 +589,17 @@ pub(super) async fn store_batch(
             .map(|a| (a.order.order_uid.clone(), a.position.clone()))
             .collect();
         duplicates = dup;
-        if let Some(origin) = notify
-            && !outcome.stored.is_empty()
-        {
-            let payloads = commit_payloads(origin, outcome.stored.iter().map(String::as_str));
-            tx.execute(
-                "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
-                &[&COMMITS_CHANNEL, &payloads],
-            )
-            .await
-            .map_err(|e| map_pg("announcing new orders", e))?;
-        }
+    }
+    if let Some(origin) = notify
+        && !outcome.stored.is_empty()
+    {
+        let payloads = commit_payloads(origin, outcome.stored.iter().map(String::as_str));
+        tx.execute(
+            "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+            &[&COMMITS_CHANNEL, &payloads],
+        )
+        .await
+        .map_err(|e| map_pg("announcing new orders", e))?;
     }
 
     let n = batch.rejections.len() + duplicates.len();
