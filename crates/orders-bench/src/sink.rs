@@ -83,7 +83,7 @@ pub(crate) struct Profile {
     pub(crate) decode_validate_secs: f64,
     /// Of which: validation alone (`validate_order` on decoded orders).
     pub(crate) validate_secs: f64,
-    /// One thread, all orders: serializing the cached JSON (`serde_json::to_vec`).
+    /// One thread, all orders: the cached JSON and its tag (`OrderJson::from_order`).
     pub(crate) cache_json_secs: f64,
     /// Summed over streams: `prepare` (decode + validate + sort into orders/rejections).
     pub(crate) prepare_secs: f64,
@@ -348,7 +348,7 @@ fn profile(data: &Dataset, run: &SinkRun) -> Profile {
     let t = Instant::now();
     let mut bytes = 0usize;
     for o in &data.orders {
-        bytes += serde_json::to_vec(o).map(|v| v.len()).unwrap_or(0);
+        bytes += orders_domain::OrderJson::from_order(o).map_or(0, |j| j.json().len());
     }
     std::hint::black_box(bytes);
     let cache_json = t.elapsed();
