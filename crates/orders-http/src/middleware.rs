@@ -17,7 +17,7 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
 use crate::handlers::ApiError;
-use crate::metrics::HttpMetrics;
+use crate::metrics::{HttpMetrics, HttpShard};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -98,7 +98,7 @@ const MAX_RESOLVED: usize = 64;
 /// of hashing three labels under the shared vector's lock) and its id buffer. Workers are
 /// single-threaded, hence `RefCell`.
 struct Worker {
-    metrics: HttpMetrics,
+    metrics: HttpShard,
     series: RefCell<Vec<Series>>,
     ids: RefCell<RequestIds>,
 }
@@ -158,10 +158,15 @@ where
 
     // Called once per worker.
     fn new_transform(&self, service: S) -> Self::Future {
+        // A worker's own series: no atomic shared with the other workers per request.
+        let Ok(shard) = self.metrics.shard() else {
+            tracing::error!("cannot create a worker's HTTP metric series");
+            return ready(Err(()));
+        };
         ready(Ok(ObserveMiddleware {
             service,
             worker: Rc::new(Worker {
-                metrics: self.metrics.clone(),
+                metrics: shard,
                 series: RefCell::new(Vec::new()),
                 ids: RefCell::new(RequestIds::default()),
             }),
