@@ -136,6 +136,35 @@ async fn wrong_methods_get_405_with_allow_and_a_json_body() {
     app.stop().await;
 }
 
+/// `/order/{order_uid}` is one segment after `/order/`: anything else under `/order` is an
+/// unknown route (404 `no_route`, whatever the method), and `/orders` is its own route.
+#[tokio::test]
+async fn only_one_segment_after_order_is_an_order() {
+    let app = spawn_app().await;
+    app.wait_ready().await;
+    common::store_orders(&app.repo, vec![reference_order()]).await;
+    for path in [
+        "/order",
+        "/order/",
+        "/order//b563feb7b2b84b6test",
+        "/order/b563feb7b2b84b6test/",
+        "/order/b563feb7b2b84b6test/items",
+    ] {
+        for method in [Method::GET, Method::POST] {
+            let r = request(&app, method.clone(), path, &[]).await;
+            assert_eq!(r.status(), 404, "{method} {path}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "no_route", "{method} {path}");
+        }
+    }
+    let r = request(&app, Method::GET, "/order/b563feb7b2b84b6test?x=1", &[]).await;
+    assert_eq!(r.status(), 200);
+    let r = request(&app, Method::GET, "/orders", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("b563feb7b2b84b6test"));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn head_answers_like_get_without_a_body() {
     let app = spawn_app().await;

@@ -154,11 +154,21 @@ pub(crate) fn query_error(
 }
 
 pub(crate) async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "no_route",
-        "no such endpoint",
-    ))
+    Err(no_route())
+}
+
+/// The uid in a path under the route prefix `/order` (`OrderRoute`): the one segment after
+/// it, if the path is exactly that.
+pub(crate) fn order_uid(req: &HttpRequest) -> Option<&str> {
+    req.match_info()
+        .unprocessed()
+        .strip_prefix('/')
+        .filter(|uid| !uid.is_empty() && !uid.contains('/'))
+}
+
+/// The 404 of a path no route serves.
+pub(crate) fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint")
 }
 
 /// A route exists but not for this method: 405 with `Allow`.
@@ -221,15 +231,15 @@ fn not_modified(etag: HeaderValue, cache_control: HeaderValue) -> HttpResponse {
 pub(crate) async fn order(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     // Borrowed from the request (a `Path<String>` extractor would copy the uid, and the
     // `Data` extractor bump a shared reference count, on every request).
-    let (Some(state), Some(uid)) = (
-        req.app_data::<web::Data<HttpState>>(),
-        req.match_info().get("order_uid"),
-    ) else {
+    let Some(state) = req.app_data::<web::Data<HttpState>>() else {
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error",
         ));
+    };
+    let Some(uid) = order_uid(&req) else {
+        return Err(no_route());
     };
     let order = state.query.order_json(uid).await?;
     // Both parts share the cached buffer: no copy, and the tag is validated, not computed.

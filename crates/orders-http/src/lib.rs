@@ -130,7 +130,7 @@ pub fn configure(state: HttpState) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(readable("/", handlers::index))
             .service(readable("/static/app.js", handlers::app_js))
             .service(readable("/static/style.css", handlers::style_css))
-            .service(readable("/order/{order_uid}", handlers::order))
+            .service(OrderRoute)
             .service(readable("/orders", handlers::recent))
             .service(readable("/cache/stats", handlers::cache_stats))
             .service(readable("/healthz", handlers::healthz))
@@ -165,6 +165,39 @@ where
                 .to(handler),
         )
         .default_service(web::to(handlers::method_not_allowed))
+}
+
+/// The route label (and name) of `GET /order/{order_uid}`.
+const ORDER_ROUTE: &str = "/order/{order_uid}";
+
+/// `/order/{order_uid}` matched as the static prefix `/order` and the rest read by
+/// [`handlers::order`]: a pattern with a `{segment}` is matched by a regular expression in
+/// actix (about 5% of a cached read's CPU in `perf`), a prefix by comparing bytes. It answers
+/// as the resource did: GET and HEAD, any other method 405 with `Allow`, and a path that is
+/// not `/order/` and one segment (`/order`, `/order/`, `/order/a/b`) the JSON 404 of an
+/// unknown route. Its name (the route label of the request metrics) is the pattern.
+struct OrderRoute;
+
+impl actix_web::dev::HttpServiceFactory for OrderRoute {
+    fn register(self, config: &mut actix_web::dev::AppService) {
+        let mut rdef = actix_web::dev::ResourceDef::prefix("/order");
+        rdef.set_name(ORDER_ROUTE);
+        config.register_service(
+            rdef,
+            None,
+            actix_web::dev::fn_service(|req: actix_web::dev::ServiceRequest| async move {
+                let (req, _payload) = req.into_parts();
+                let answer = match *req.method() {
+                    _ if handlers::order_uid(&req).is_none() => Err(handlers::no_route()),
+                    Method::GET | Method::HEAD => handlers::order(req.clone()).await,
+                    _ => handlers::method_not_allowed().await,
+                };
+                let res = answer.unwrap_or_else(actix_web::HttpResponse::from_error);
+                Ok::<_, actix_web::Error>(actix_web::dev::ServiceResponse::new(req, res))
+            }),
+            None,
+        );
+    }
 }
 
 /// Starts the server on an already-bound listener (port 0 in tests). Stops accepting on
