@@ -1,22 +1,26 @@
 //! The allocator of the `orders` and `orders-bench` processes: mimalloc 2.x as the global
-//! allocator, and [`configure`] to set how long it keeps freed memory before returning it.
+//! allocator, and [`configure`] to keep the memory it frees for reuse.
 //!
 //! Why mimalloc: a decoded order is dozens of small strings, freed a batch at a time, and
 //! glibc spent a fifth of the sink path's CPU in malloc and free (ARCHITECTURE.md,
-//! "Decisions"). Why the purge delay: by default mimalloc returns freed pages to the OS 10 ms
-//! after they are freed, and the consumer frees a batch (megabytes) every few hundred
-//! milliseconds per partition, then allocates the next one. Every batch then faults its
-//! memory in again and the kernel zeroes it: 30% of the sink path's CPU in `perf`
-//! (`clear_page_erms`). Keeping freed memory for [`PURGE_DELAY_MS`] lets the next batch reuse
-//! it; an idle process still gives it back.
+//! "Decisions"). Why no purging: by default mimalloc returns freed pages to the OS 10 ms
+//! after they are freed. The consumer frees a batch (megabytes) every few hundred
+//! milliseconds per partition and allocates the next, and each stored order evicts one from
+//! the cache, freed on whichever thread evicts it: pages went back to the OS and were faulted
+//! in again for the kernel to zero, 20 to 30% of the sink path's CPU in `perf`
+//! (`clear_page_erms`). A delay of 1 s or 10 s did not help (pages freed on one thread wait
+//! for that thread to allocate again); keeping them did: 17.5 → 11.5 µs of this process's CPU
+//! per order. The price: resident memory stays at its high-water mark (bounded by the cache's
+//! bounds and the batches in flight). `MIMALLOC_PURGE_DELAY` (milliseconds), when set, wins.
 
 use mimalloc::MiMalloc;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-/// How long freed memory stays with the process before mimalloc returns it to the OS.
-pub const PURGE_DELAY_MS: i64 = 1_000;
+/// How long freed memory stays with the process before mimalloc returns it to the OS, in
+/// milliseconds: -1, never (it is reused).
+pub const PURGE_DELAY_MS: i64 = -1;
 
 /// The environment variable with which mimalloc itself takes the purge delay; when it is set,
 /// [`configure`] leaves the value alone (an operator's choice wins).
