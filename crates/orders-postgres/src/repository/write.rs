@@ -289,7 +289,7 @@ async fn insert_children(
             w.text(f);
         }
         if with_extra {
-            w.json(extra_json(&d.extra).as_ref().map(|j| j.0.as_str()));
+            w.json(d.extra.to_json_object().as_deref());
         }
     }
     w.finish_mapped().await?;
@@ -314,7 +314,7 @@ async fn insert_children(
         w.int8(p.goods_total);
         w.int8(p.custom_fee);
         if with_extra {
-            w.json(extra_json(&p.extra).as_ref().map(|j| j.0.as_str()));
+            w.json(p.extra.to_json_object().as_deref());
         }
     }
     w.finish_mapped().await?;
@@ -345,7 +345,7 @@ async fn insert_children(
             w.text(&it.brand);
             w.int4(it.status);
             if with_extra {
-                w.json(extra_json(&it.extra).as_ref().map(|j| j.0.as_str()));
+                w.json(it.extra.to_json_object().as_deref());
             }
         }
     }
@@ -393,7 +393,7 @@ async fn copy_orders(
         w.int4(a.position.partition);
         w.int8(a.position.offset);
         if with_extra {
-            w.json(extra_json(&o.extra).as_ref().map(|j| j.0.as_str()));
+            w.json(o.extra.to_json_object().as_deref());
         }
     }
     w.finish().await.map_err(taken)?;
@@ -410,17 +410,16 @@ pub(super) async fn store_batch(
     notify: Option<&str>,
     copy: &OrdersCopy,
 ) -> Result<StoreOutcome, RepositoryError> {
-    let repeats_a_uid = {
-        let mut uids: Vec<&str> = batch
-            .orders
-            .iter()
-            .map(|a| a.order.order_uid.as_str())
-            .collect();
-        uids.sort_unstable();
-        uids.windows(2).any(|w| w[0] == w[1])
-    };
+    // Sorted by uid so that concurrent partition transactions take row locks in one order
+    // (no deadlocks between them); stably, so that of a uid sent twice the first message is
+    // the one stored.
+    let mut sorted: Vec<&AcceptedOrder> = batch.orders.iter().collect();
+    sorted.sort_by(|a, b| a.order.order_uid.cmp(&b.order.order_uid));
+    let repeats_a_uid = sorted
+        .windows(2)
+        .any(|w| w[0].order.order_uid == w[1].order.order_uid);
     if !repeats_a_uid && copy.should_try() {
-        match attempt(client, batch, notify, OrdersBy::Copy).await {
+        match attempt(client, batch, &sorted, notify, OrdersBy::Copy).await {
             Ok(outcome) => return Ok(outcome),
             Err(Attempt::Failed(e)) => return Err(e),
             Err(Attempt::UidTaken) => {
@@ -432,7 +431,7 @@ pub(super) async fn store_batch(
             }
         }
     }
-    match attempt(client, batch, notify, OrdersBy::Insert).await {
+    match attempt(client, batch, &sorted, notify, OrdersBy::Insert).await {
         Ok(outcome) => Ok(outcome),
         Err(Attempt::Failed(e)) => Err(e),
         Err(Attempt::UidTaken) => Err(RepositoryError::Unavailable {
@@ -442,10 +441,12 @@ pub(super) async fn store_batch(
     }
 }
 
-/// One batch transaction, its orders inserted `by` COPY or INSERT.
+/// One batch transaction, its orders (`sorted`: the batch's, by uid) inserted `by` COPY or
+/// INSERT.
 async fn attempt(
     client: &mut Object,
     batch: &StoreBatch,
+    sorted: &[&AcceptedOrder],
     notify: Option<&str>,
     by: OrdersBy,
 ) -> Result<StoreOutcome, Attempt> {
@@ -521,19 +522,14 @@ async fn attempt(
         .map_err(|e| map_pg("deleting replayed rejections", e))?;
     }
 
-    // Sorted by uid so that concurrent partition transactions take row locks in one order
-    // (no deadlocks between them); stably, so that of a uid sent twice the first message is
-    // the one stored.
-    let mut sorted: Vec<&AcceptedOrder> = batch.orders.iter().collect();
-    sorted.sort_by(|a, b| a.order.order_uid.cmp(&b.order.order_uid));
     let mut outcome = StoreOutcome::default();
     let mut duplicates: Vec<&AcceptedOrder> = Vec::new();
     if !sorted.is_empty() && by == OrdersBy::Copy {
-        copy_orders(&tx, &batch.topic, &sorted).await?;
-        insert_children(&tx, &sorted).await?;
+        copy_orders(&tx, &batch.topic, sorted).await?;
+        insert_children(&tx, sorted).await?;
         outcome.stored = sorted.iter().map(|a| a.order.order_uid.clone()).collect();
     } else if !sorted.is_empty() {
-        let c = OrderColumns::new(&sorted);
+        let c = OrderColumns::new(sorted);
         let stmt = tx
             .prepare_cached(INSERT_ORDERS)
             .await
@@ -563,7 +559,7 @@ async fn attempt(
             .map_err(|e| map_pg("inserting orders", e))?;
         let (new, dup): (Vec<&AcceptedOrder>, Vec<&AcceptedOrder>) =
             if inserted == sorted.len() as u64 {
-                (sorted, Vec::new())
+                (sorted.to_vec(), Vec::new())
             } else {
                 let rows = tx
                     .query(STORED_POSITIONS, &[&c.uid, &batch.topic])
@@ -574,7 +570,7 @@ async fn attempt(
                     .iter()
                     .map(|r| (r.get(0), r.get(1), r.get(2)))
                     .collect();
-                sorted.into_iter().partition(|a| {
+                sorted.iter().copied().partition(|a| {
                     ours.contains(&(
                         a.order.order_uid.as_str(),
                         Some(a.position.partition),
