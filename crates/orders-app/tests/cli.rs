@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 use bytes::Bytes;
 use orders_domain::sample::generated_order;
@@ -14,31 +13,7 @@ use orders_domain::{
 };
 
 fn orders(settings: &orders_app::Settings, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orders"));
-    let mut child = common::database_env(&mut cmd, settings)
-        .args(args)
-        .env("LOG_LEVEL", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Bounded: a replay that never ends is a failure, not a hang.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("orders {args:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "orders {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::orders_cli(settings, args, &[])
 }
 
 fn stdout(out: &Output) -> String {

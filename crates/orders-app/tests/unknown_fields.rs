@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -219,37 +218,6 @@ async fn keep_stores_unknown_fields_once_and_serves_them_back_from_cache_and_fro
     app.stop().await;
 }
 
-/// The real `orders` binary with `settings`' database and `env`; must succeed in 60 s.
-fn orders_cli(settings: &Settings, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orders"));
-    common::database_env(&mut cmd, settings)
-        .args(args)
-        .env("LOG_LEVEL", "warn")
-        .env_remove("UNKNOWN_FIELDS")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("orders {args:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "orders {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 #[tokio::test]
 async fn reject_refuses_unknown_fields_as_before_and_replay_with_keep_stores_them_once() {
     let base = with_policy(
@@ -320,7 +288,7 @@ async fn reject_refuses_unknown_fields_as_before_and_replay_with_keep_stores_the
     app.stop().await;
 
     // Replayed under the setting (reject): nothing changes.
-    let out = orders_cli(
+    let out = common::orders_cli(
         &base,
         &["rejected", "replay"],
         &[("UNKNOWN_FIELDS", "reject")],
@@ -333,7 +301,7 @@ async fn reject_refuses_unknown_fields_as_before_and_replay_with_keep_stores_the
 
     // With keep: each becomes an order once; the one with a broken known rule stays, now
     // `invalid`-worthy but left as it was.
-    let out = orders_cli(
+    let out = common::orders_cli(
         &base,
         &["rejected", "replay", "--unknown-fields", "keep"],
         &[("UNKNOWN_FIELDS", "reject")],
@@ -346,7 +314,7 @@ async fn reject_refuses_unknown_fields_as_before_and_replay_with_keep_stores_the
         "{text}"
     );
     // Twice: nothing more, no duplicate.
-    let out = orders_cli(
+    let out = common::orders_cli(
         &base,
         &["rejected", "replay", "--unknown-fields", "keep"],
         &[],

@@ -10,8 +10,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::model::Order;
-use crate::unknown::RawFields;
+use crate::model::{Delivery, Item, Order, Payment};
+use crate::unknown::{Extra, RawFields};
 
 /// An order's own fields and its delivery's and payment's, as storage returns them.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +75,78 @@ pub struct ItemFields<'a> {
     pub brand: &'a str,
     pub status: i32,
     pub extra: Option<&'a str>,
+}
+
+/// Stored unknown fields (`None`: none) as the model keeps them.
+fn extra(stored: Option<&str>) -> Result<Extra, serde_json::Error> {
+    stored.map_or(Ok(Extra::NONE), Extra::from_json_object)
+}
+
+impl OrderFields<'_> {
+    /// The owned order these fields describe, with `items` (stored as rows of their own).
+    /// Fails only when stored unknown fields are not a JSON object.
+    pub fn to_order(&self, items: Vec<Item>) -> Result<Order, serde_json::Error> {
+        let (d, p) = (&self.delivery, &self.payment);
+        Ok(Order {
+            order_uid: self.order_uid.to_owned(),
+            track_number: self.track_number.to_owned(),
+            entry: self.entry.to_owned(),
+            delivery: Delivery {
+                name: d.name.to_owned(),
+                phone: d.phone.to_owned(),
+                zip: d.zip.to_owned(),
+                city: d.city.to_owned(),
+                address: d.address.to_owned(),
+                region: d.region.to_owned(),
+                email: d.email.to_owned(),
+                extra: extra(d.extra)?,
+            },
+            payment: Payment {
+                transaction: p.transaction.to_owned(),
+                request_id: p.request_id.to_owned(),
+                currency: p.currency.to_owned(),
+                provider: p.provider.to_owned(),
+                amount: p.amount,
+                payment_dt: p.payment_dt,
+                bank: p.bank.to_owned(),
+                delivery_cost: p.delivery_cost,
+                goods_total: p.goods_total,
+                custom_fee: p.custom_fee,
+                extra: extra(p.extra)?,
+            },
+            items,
+            locale: self.locale.to_owned(),
+            internal_signature: self.internal_signature.to_owned(),
+            customer_id: self.customer_id.to_owned(),
+            delivery_service: self.delivery_service.to_owned(),
+            shardkey: self.shardkey.to_owned(),
+            sm_id: self.sm_id,
+            date_created: self.date_created,
+            oof_shard: self.oof_shard.to_owned(),
+            extra: extra(self.extra)?,
+        })
+    }
+}
+
+impl ItemFields<'_> {
+    /// The owned item these fields describe. Fails only when stored unknown fields are not a
+    /// JSON object.
+    pub fn to_item(&self) -> Result<Item, serde_json::Error> {
+        Ok(Item {
+            chrt_id: self.chrt_id,
+            track_number: self.track_number.to_owned(),
+            price: self.price,
+            rid: self.rid.to_owned(),
+            name: self.name.to_owned(),
+            sale: self.sale,
+            size: self.size.to_owned(),
+            total_price: self.total_price,
+            nm_id: self.nm_id,
+            brand: self.brand.to_owned(),
+            status: self.status,
+            extra: extra(self.extra)?,
+        })
+    }
 }
 
 /// Writes the order's JSON into `out` (cleared first), its items in the order given. Fails
@@ -164,6 +236,15 @@ pub fn write_order_json<'a>(
 /// at a time and costs about half of serde's generic path. The cache stores this for every
 /// ingested order.
 pub fn write_order(out: &mut Vec<u8>, o: &Order) -> Result<(), serde_json::Error> {
+    with_fields(o, |fields, items| write_order_json(out, fields, items))
+}
+
+/// Calls `f` with `o`'s fields borrowed as storage would return them (its unknown fields as
+/// JSON objects), and its items'.
+fn with_fields<R>(
+    o: &Order,
+    f: impl FnOnce(&OrderFields<'_>, &mut dyn Iterator<Item = ItemFields<'_>>) -> R,
+) -> R {
     // The unknown fields as storage keeps them (none in almost every order: no allocation).
     let extra_of = |e: &crate::Extra| e.to_json_object();
     let (order_extra, delivery_extra, payment_extra) = (
@@ -215,7 +296,7 @@ pub fn write_order(out: &mut Vec<u8>, o: &Order) -> Result<(), serde_json::Error
         oof_shard: &o.oof_shard,
         extra: order_extra.as_deref(),
     };
-    let items = o.items.iter().enumerate().map(|(n, i)| ItemFields {
+    let mut items = o.items.iter().enumerate().map(|(n, i)| ItemFields {
         chrt_id: i.chrt_id,
         track_number: &i.track_number,
         price: i.price,
@@ -229,7 +310,7 @@ pub fn write_order(out: &mut Vec<u8>, o: &Order) -> Result<(), serde_json::Error
         status: i.status,
         extra: items_extra.get(n).and_then(Option::as_deref),
     });
-    write_order_json(out, &fields, items)
+    f(&fields, &mut items)
 }
 
 /// One JSON object being written: a comma before every member but the first.
@@ -577,6 +658,16 @@ mod tests {
         fn written_from_fields_is_byte_identical_to_serde(o in order()) {
             let expected = serde_json::to_vec(&o).unwrap();
             prop_assert_eq!(written(&o), expected);
+        }
+
+        /// Reading an order back from storage (`to_order`, `to_item`) gives the order stored.
+        #[test]
+        fn fields_make_the_order_they_were_taken_from(o in order()) {
+            let back = with_fields(&o, |fields, items| {
+                let items = items.map(|i| i.to_item().unwrap()).collect();
+                fields.to_order(items).unwrap()
+            });
+            prop_assert_eq!(back, o);
         }
     }
 }

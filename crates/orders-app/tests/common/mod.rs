@@ -179,3 +179,40 @@ pub async fn store_orders(
     .await
     .unwrap();
 }
+
+/// The real `orders` binary with `settings`' database, `args` and `env` on top of a clean
+/// policy environment (`UNKNOWN_FIELDS` unset); it must succeed within 60 s (a command that
+/// never ends is a failure, not a hang).
+pub fn orders_cli(
+    settings: &Settings,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orders"));
+    database_env(&mut cmd, settings)
+        .args(args)
+        .env("LOG_LEVEL", "warn")
+        .env_remove("UNKNOWN_FIELDS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("orders {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "orders {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -6,10 +6,7 @@ use deadpool_postgres::Object;
 use orders_domain::stored_json::{
     DeliveryFields, ItemFields, OrderFields, PaymentFields, write_order_json,
 };
-use orders_domain::{
-    Delivery, Extra, Item, Order, OrderJson, OrderSummary, Payment, RepositoryError, StoreSeq,
-    StoredJson,
-};
+use orders_domain::{Item, Order, OrderJson, OrderSummary, RepositoryError, StoreSeq, StoredJson};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -33,72 +30,19 @@ SELECT order_uid, chrt_id, track_number, price, rid, name, sale, size, total_pri
        status, extra::text
 FROM items";
 
-/// The unknown fields stored in column `i` (NULL: none).
-fn extra_at(row: &Row, i: usize) -> Result<Extra, RepositoryError> {
-    match row.get::<_, Option<&str>>(i) {
-        None => Ok(Extra::NONE),
-        Some(text) => Extra::from_json_object(text)
-            .map_err(|e| RepositoryError::other("reading the unknown fields of an order", e)),
-    }
-}
-
+/// The order of a `SELECT_ORDER_COLUMNS` row, its items left empty (the same columns as
+/// [`order_fields`], which warm-up writes JSON from).
 fn order_from_row(row: &Row) -> Result<Order, RepositoryError> {
-    Ok(Order {
-        order_uid: row.get(0),
-        track_number: row.get(1),
-        entry: row.get(2),
-        locale: row.get(3),
-        internal_signature: row.get(4),
-        customer_id: row.get(5),
-        delivery_service: row.get(6),
-        shardkey: row.get(7),
-        sm_id: row.get(8),
-        date_created: row.get(9),
-        oof_shard: row.get(10),
-        delivery: Delivery {
-            name: row.get(11),
-            phone: row.get(12),
-            zip: row.get(13),
-            city: row.get(14),
-            address: row.get(15),
-            region: row.get(16),
-            email: row.get(17),
-            extra: extra_at(row, 29)?,
-        },
-        payment: Payment {
-            transaction: row.get(18),
-            request_id: row.get(19),
-            currency: row.get(20),
-            provider: row.get(21),
-            amount: row.get(22),
-            payment_dt: row.get(23),
-            bank: row.get(24),
-            delivery_cost: row.get(25),
-            goods_total: row.get(26),
-            custom_fee: row.get(27),
-            extra: extra_at(row, 30)?,
-        },
-        items: Vec::new(),
-        extra: extra_at(row, 28)?,
-    })
+    order_fields(row)
+        .to_order(Vec::new())
+        .map_err(|e| RepositoryError::other("reading the unknown fields of an order", e))
 }
 
 /// The item of a `SELECT_ITEM_COLUMNS` row (its column 0, the order's uid, is left to the caller).
 fn item_from_row(row: &Row) -> Result<Item, RepositoryError> {
-    Ok(Item {
-        chrt_id: row.get(1),
-        track_number: row.get(2),
-        price: row.get(3),
-        rid: row.get(4),
-        name: row.get(5),
-        sale: row.get(6),
-        size: row.get(7),
-        total_price: row.get(8),
-        nm_id: row.get(9),
-        brand: row.get(10),
-        status: row.get(11),
-        extra: extra_at(row, 12)?,
-    })
+    item_fields(row)
+        .to_item()
+        .map_err(|e| RepositoryError::other("reading the unknown fields of an item", e))
 }
 
 pub(super) async fn get(
