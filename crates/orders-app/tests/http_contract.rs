@@ -107,6 +107,56 @@ async fn orders_carry_a_strong_etag_and_revalidate_with_304() {
     app.stop().await;
 }
 
+/// `/orders` changes as orders arrive: revalidated (`no-cache`) by a strong tag of the page,
+/// 304 while the page is the same, 200 with a new tag once a new order changes it.
+#[tokio::test]
+async fn the_recent_page_revalidates_with_304_until_an_order_arrives() {
+    let app = spawn_app().await;
+    app.wait_ready().await;
+    common::store_orders(
+        &app.repo,
+        (0..2).map(|n| generated_order("poll-", n, 1)).collect(),
+    )
+    .await;
+    let path = "/orders?limit=5";
+    let first = app.get(path).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["cache-control"], "no-cache");
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(!etag.starts_with("W/"), "a strong tag: {etag}");
+    let body = first.bytes().await.unwrap();
+    assert_eq!(etag.as_bytes(), orders_domain::entity_tag(&body));
+
+    for (if_none_match, status) in [
+        (etag.clone(), 304),
+        (format!("W/{etag}"), 304),
+        ("\"other\"".to_owned(), 200),
+    ] {
+        let r = request(
+            &app,
+            Method::GET,
+            path,
+            &[("if-none-match", &if_none_match)],
+        )
+        .await;
+        assert_eq!(r.status(), status, "If-None-Match: {if_none_match}");
+        assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(r.headers()["cache-control"], "no-cache");
+        if status == 304 {
+            assert!(r.bytes().await.unwrap().is_empty());
+        }
+    }
+
+    // A new order changes the page: the old tag no longer matches.
+    common::store_orders(&app.repo, vec![generated_order("poll-", 2, 1)]).await;
+    let r = request(&app, Method::GET, path, &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status(), 200);
+    assert_ne!(r.headers()["etag"].to_str().unwrap(), etag);
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page[0]["order_uid"], "poll-2");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn wrong_methods_get_405_with_allow_and_a_json_body() {
     let app = spawn_app().await;

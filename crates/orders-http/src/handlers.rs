@@ -277,15 +277,26 @@ pub(crate) struct RecentParams {
 }
 
 /// Summaries of the most recently stored orders, newest first, one page at a time: a full
-/// page carries `Link: </orders?limit=N&before=C>; rel="next"`.
+/// page carries `Link: </orders?limit=N&before=C>; rel="next"`. The page changes as orders
+/// arrive, so it is `Cache-Control: no-cache` with a strong `ETag` of its body: a client that
+/// polls sends `If-None-Match` and gets 304 until a new order changes the page.
 #[utoipa::path(
     method(get, head),
     path = "/orders",
     tag = "orders",
-    params(RecentParams),
+    params(
+        RecentParams,
+        ("If-None-Match" = Option<String>, Header, description = "ETags the client holds; a match gets 304"),
+    ),
     responses(
         (status = 200, description = "Up to `limit` summaries, newest first", body = Vec<OrderSummary>,
-         headers(("Link" = String, description = "The next page, `<…>; rel=\"next\"`, when this one is full"))),
+         headers(
+             ("Link" = String, description = "The next page, `<…>; rel=\"next\"`, when this one is full"),
+             ("ETag" = String, description = "Strong entity tag of the body"),
+             ("Cache-Control" = String, description = "no-cache"),
+         )),
+        (status = 304, description = "The client's copy (If-None-Match) is current",
+         headers(("ETag" = String), ("Cache-Control" = String))),
         (status = 400, description = "`limit` out of 1..=500 (`bad_limit`), `before` below 1 (`bad_cursor`), or not numbers (`bad_query`)", body = ErrorBody),
         (status = 500, description = "A storage error that is not transient (`internal`)", body = ErrorBody),
         (status = 503, description = "PostgreSQL unreachable (`unavailable`)", body = ErrorBody,
@@ -293,6 +304,7 @@ pub(crate) struct RecentParams {
     )
 )]
 pub(crate) async fn recent(
+    req: HttpRequest,
     state: web::Data<HttpState>,
     q: web::Query<RecentParams>,
 ) -> Result<HttpResponse, ApiError> {
@@ -312,7 +324,24 @@ pub(crate) async fn recent(
         ));
     }
     let page = state.query.recent(q.before.map(StoreSeq), limit).await?;
+    let summaries: Vec<&OrderSummary> = page.iter().map(|(_, s)| s).collect();
+    let internal = || {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    };
+    let body = serde_json::to_vec(&summaries).map_err(|_| internal())?;
+    let etag =
+        HeaderValue::from_bytes(&orders_domain::entity_tag(&body)).map_err(|_| internal())?;
+    if none_match(&req, etag.as_bytes()) {
+        return Ok(not_modified(etag, RECENT_CACHE_CONTROL));
+    }
     let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, RECENT_CACHE_CONTROL));
     // A short page is the last one; a full one may be too, then the next is empty.
     if page.len() == limit
         && let Some((last, _)) = page.last()
@@ -322,9 +351,16 @@ pub(crate) async fn recent(
             format!("</orders?limit={limit}&before={}>; rel=\"next\"", last.0),
         ));
     }
-    let summaries: Vec<&OrderSummary> = page.iter().map(|(_, s)| s).collect();
-    Ok(response.json(summaries))
+    Ok(response
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .body(body))
 }
+
+/// `/orders` changes whenever an order arrives: caches may keep a page but must revalidate it.
+const RECENT_CACHE_CONTROL: HeaderValue = HeaderValue::from_static("no-cache");
 
 /// The cache's counters.
 #[utoipa::path(
