@@ -36,6 +36,26 @@ async fn request(
     r.send().await.unwrap()
 }
 
+/// `If-None-Match` on `path` with each of `cases` (a header value and the status it must get):
+/// every answer carries `etag` and `cache_control`, and a 304 has no body.
+async fn assert_revalidates(
+    app: &common::TestApp,
+    path: &str,
+    etag: &str,
+    cache_control: &str,
+    cases: &[(String, u16)],
+) {
+    for (if_none_match, status) in cases {
+        let r = request(app, Method::GET, path, &[("if-none-match", if_none_match)]).await;
+        assert_eq!(r.status(), *status, "If-None-Match: {if_none_match}");
+        assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(r.headers()["cache-control"], cache_control);
+        if *status == 304 {
+            assert!(r.bytes().await.unwrap().is_empty());
+        }
+    }
+}
+
 #[tokio::test]
 async fn orders_carry_a_strong_etag_and_revalidate_with_304() {
     let app = spawn_app().await;
@@ -64,30 +84,20 @@ async fn orders_carry_a_strong_etag_and_revalidate_with_304() {
     let hit = app.get(path).await;
     assert_eq!(hit.headers()["etag"].to_str().unwrap(), etag);
 
-    for (if_none_match, status) in [
-        (etag.clone(), 304),
-        (format!("W/{etag}"), 304),
-        (format!("\"other\", {etag}"), 304),
-        ("*".to_owned(), 304),
-        ("\"other\"".to_owned(), 200),
-    ] {
-        let r = request(
-            &app,
-            Method::GET,
-            path,
-            &[("if-none-match", &if_none_match)],
-        )
-        .await;
-        assert_eq!(r.status(), status, "If-None-Match: {if_none_match}");
-        assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
-        assert_eq!(
-            r.headers()["cache-control"],
-            "public, max-age=31536000, immutable"
-        );
-        if status == 304 {
-            assert!(r.bytes().await.unwrap().is_empty());
-        }
-    }
+    assert_revalidates(
+        &app,
+        path,
+        &etag,
+        "public, max-age=31536000, immutable",
+        &[
+            (etag.clone(), 304),
+            (format!("W/{etag}"), 304),
+            (format!("\"other\", {etag}"), 304),
+            ("*".to_owned(), 304),
+            ("\"other\"".to_owned(), 200),
+        ],
+    )
+    .await;
 
     // Not found may become found: never stored by a cache.
     let r = app.get("/order/not-yet").await;
@@ -127,25 +137,18 @@ async fn the_recent_page_revalidates_with_304_until_an_order_arrives() {
     let body = first.bytes().await.unwrap();
     assert_eq!(etag.as_bytes(), orders_domain::entity_tag(&body));
 
-    for (if_none_match, status) in [
-        (etag.clone(), 304),
-        (format!("W/{etag}"), 304),
-        ("\"other\"".to_owned(), 200),
-    ] {
-        let r = request(
-            &app,
-            Method::GET,
-            path,
-            &[("if-none-match", &if_none_match)],
-        )
-        .await;
-        assert_eq!(r.status(), status, "If-None-Match: {if_none_match}");
-        assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
-        assert_eq!(r.headers()["cache-control"], "no-cache");
-        if status == 304 {
-            assert!(r.bytes().await.unwrap().is_empty());
-        }
-    }
+    assert_revalidates(
+        &app,
+        path,
+        &etag,
+        "no-cache",
+        &[
+            (etag.clone(), 304),
+            (format!("W/{etag}"), 304),
+            ("\"other\"".to_owned(), 200),
+        ],
+    )
+    .await;
 
     // A new order changes the page: the old tag no longer matches.
     common::store_orders(&app.repo, vec![generated_order("poll-", 2, 1)]).await;

@@ -82,6 +82,15 @@ impl ApiError {
         }
     }
 
+    /// 500 `internal`: a fault of the service, never of the request (details go to the log).
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
     /// The cause to log, if any, and whether it is an error (else a warning).
     pub(crate) fn cause(&self) -> Option<(&str, bool)> {
         self.cause
@@ -132,11 +141,7 @@ impl From<RepositoryError> for ApiError {
         } else {
             ApiError {
                 cause,
-                ..ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                ..ApiError::internal()
             }
         }
     }
@@ -232,11 +237,7 @@ pub(crate) async fn order(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     // Borrowed from the request (a `Path<String>` extractor would copy the uid, and the
     // `Data` extractor bump a shared reference count, on every request).
     let Some(state) = req.app_data::<web::Data<HttpState>>() else {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        ));
+        return Err(ApiError::internal());
     };
     let Some(uid) = order_uid(&req) else {
         return Err(no_route());
@@ -245,11 +246,7 @@ pub(crate) async fn order(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     // Both parts share the cached buffer: no copy, and the tag is validated, not computed.
     let (etag, json) = order.into_parts();
     let Ok(etag) = HeaderValue::from_maybe_shared(etag) else {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        ));
+        return Err(ApiError::internal());
     };
     if none_match(&req, etag.as_bytes()) {
         return Ok(not_modified(etag, ORDER_CACHE_CONTROL));
@@ -325,16 +322,9 @@ pub(crate) async fn recent(
     }
     let page = state.query.recent(q.before.map(StoreSeq), limit).await?;
     let summaries: Vec<&OrderSummary> = page.iter().map(|(_, s)| s).collect();
-    let internal = || {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-    };
-    let body = serde_json::to_vec(&summaries).map_err(|_| internal())?;
-    let etag =
-        HeaderValue::from_bytes(&orders_domain::entity_tag(&body)).map_err(|_| internal())?;
+    let body = serde_json::to_vec(&summaries).map_err(|_| ApiError::internal())?;
+    let etag = HeaderValue::from_bytes(&orders_domain::entity_tag(&body))
+        .map_err(|_| ApiError::internal())?;
     if none_match(&req, etag.as_bytes()) {
         return Ok(not_modified(etag, RECENT_CACHE_CONTROL));
     }
