@@ -222,7 +222,7 @@ pub struct Settings {
     /// Most cache misses read from PostgreSQL at once; one more gets 503 with Retry-After.
     #[arg(long, env = "MAX_CONCURRENT_MISSES", default_value_t = orders_domain::query::DEFAULT_MAX_CONCURRENT_MISSES as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_concurrent_misses: u64,
-    /// Most bytes of order JSON in the cache (default: 1/8 of the memory limit, at most 1 GiB).
+    /// Most bytes of orders in the cache: their JSON, or their messages until first read (default: 1/8 of the memory limit, at most 1 GiB).
     #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = default_cache_max_bytes(), value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_max_bytes: u64,
 

@@ -64,7 +64,8 @@ pub(crate) fn plan(payloads: &[Bytes], streams: usize, chunk: usize, max_bytes: 
         .collect()
 }
 
-/// The plan's batches as fetched batches, offsets counted per partition from 0.
+/// The plan's batches as fetched batches, offsets counted per partition from 0; each record's
+/// value a copy of its own, as a source's are.
 pub(crate) fn fetched_batches(payloads: &[Bytes], plan: &Plan) -> Vec<Vec<FetchedBatch>> {
     plan.iter()
         .enumerate()
@@ -78,7 +79,8 @@ pub(crate) fn fetched_batches(payloads: &[Bytes], plan: &Plan) -> Vec<Vec<Fetche
                         .map(|&i| {
                             let m = RawMessage {
                                 offset,
-                                value: Some(payloads[i].clone()),
+                                // A buffer per record, as a source gives it: the cache keeps it.
+                                value: Some(Bytes::copy_from_slice(&payloads[i])),
                             };
                             offset += 1;
                             m

@@ -5,10 +5,14 @@
 //! hold; an entry larger than the whole byte bound is not cached at all. Orders are immutable
 //! once stored and clients mostly ask for recent ones, so insertion order approximates recency
 //! well, and a hit never takes a lock on shared state: the read path is one shard read-lock
-//! plus an [`OrderJson`] clone (one refcount: its entity tag was computed before insertion).
+//! plus a [`CachedOrder`] clone (one refcount: a JSON entry's entity tag was computed before
+//! insertion). An order the ingest path cached as its message is made into its JSON at its
+//! first read, by the query use case, which hands it back through [`OrderCache::resolve`]:
+//! the entry keeps its place in the FIFO.
 //!
-//! Invariant: the number of entries never exceeds the capacity, the bytes of JSON held never
-//! exceed the byte bound, and `hits + misses` equals the number of `get` calls.
+//! Invariant: the number of entries never exceeds the capacity, the bytes held (JSON and tags,
+//! or messages) never exceed the byte bound, and `hits + misses` equals the number of `get`
+//! calls.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
-use orders_domain::{CacheStats, OrderCache, OrderJson};
+use orders_domain::{CacheStats, CachedOrder, OrderCache, OrderJson};
 
 /// The dashmap-backed cache.
 #[derive(Debug)]
@@ -25,18 +29,19 @@ pub struct DashCache {
     /// Keyed by foldhash, not SipHash: SipHash was a tenth of an insert's cost (an insert
     /// hashes three times). foldhash is seeded per process, which is the resistance to
     /// crafted collisions a map needs whose keys are validated uids of stored orders.
-    map: DashMap<Arc<str>, OrderJson, RandomState>,
+    map: DashMap<Arc<str>, CachedOrder, RandomState>,
     /// Insertion order of the uids in `map`; guarded separately so hits never touch it. Each
     /// uid is one allocation that the map and this queue share.
     fifo: Mutex<VecDeque<Arc<str>>>,
     capacity: usize,
-    /// Most bytes of JSON held at once.
+    /// Most bytes held at once.
     max_bytes: usize,
     /// Entries, published under the FIFO lock once an insert (and its eviction) is complete.
     /// `DashMap::len` sums shards one by one and can transiently over-count under concurrent
     /// remove+insert; this cannot.
     entries: AtomicUsize,
-    /// Bytes held (JSON and entity tags); changed only under the FIFO lock, so exact there.
+    /// Bytes held (as [`CachedOrder::held_bytes`] counts them); changed only under the FIFO
+    /// lock, so exact there.
     bytes: AtomicUsize,
     /// Striped: every hit adds one, from every HTTP worker at once.
     hits: StripedCounter,
@@ -53,8 +58,7 @@ impl DashCache {
         Self::with_max_bytes(capacity, usize::MAX)
     }
 
-    /// A cache holding at most `capacity` orders (at least 1) and at most `max_bytes` bytes of
-    /// JSON.
+    /// A cache holding at most `capacity` orders (at least 1) and at most `max_bytes` bytes.
     pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
@@ -83,7 +87,7 @@ impl DashCache {
 }
 
 impl OrderCache for DashCache {
-    fn get(&self, order_uid: &str) -> Option<OrderJson> {
+    fn get(&self, order_uid: &str) -> Option<CachedOrder> {
         let hit = self.map.get(order_uid).map(|e| e.value().clone());
         if hit.is_some() {
             self.hits.add_one();
@@ -97,8 +101,8 @@ impl OrderCache for DashCache {
         self.map.contains_key(order_uid)
     }
 
-    fn insert(&self, order_uid: &str, json: OrderJson) {
-        let len = json.held_bytes();
+    fn insert(&self, order_uid: &str, entry: CachedOrder) {
+        let len = entry.held_bytes();
         // Never cached: it would evict everything and still not fit.
         if len > self.max_bytes {
             return;
@@ -109,7 +113,7 @@ impl OrderCache for DashCache {
             return;
         };
         // Same uid again (read-through racing ingestion): orders never change, so the entry
-        // already holds these bytes. Only inserts (all under this lock) add keys.
+        // already holds this order. Only inserts (all under this lock) add keys.
         if self.map.contains_key(order_uid) {
             return;
         }
@@ -129,8 +133,42 @@ impl OrderCache for DashCache {
         let key: Arc<str> = order_uid.into();
         fifo.push_back(Arc::clone(&key));
         self.bytes.store(bytes + len, Ordering::Relaxed);
-        self.map.insert(key, json);
+        self.map.insert(key, entry);
         self.entries.store(fifo.len(), Ordering::Release);
+    }
+
+    fn resolve(&self, order_uid: &str, json: OrderJson) {
+        let Ok(mut fifo) = self.fifo.lock() else {
+            return;
+        };
+        // Under the FIFO lock, like inserts and evictions: the entry cannot go meanwhile.
+        let held = match self.map.get(order_uid) {
+            Some(e) if matches!(e.value(), CachedOrder::Message(_)) => e.value().held_bytes(),
+            _ => return,
+        };
+        let len = json.held_bytes();
+        // Room first, if the JSON is the larger, as for an insert.
+        let mut bytes = self.bytes.load(Ordering::Relaxed);
+        while bytes - held + len > self.max_bytes {
+            let Some(victim) = fifo.pop_front() else {
+                break;
+            };
+            if let Some((_, old)) = self.map.remove(&victim) {
+                bytes -= old.held_bytes();
+                self.bytes.store(bytes, Ordering::Relaxed);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+            if *victim == *order_uid {
+                // Nothing else made room: it went itself.
+                self.entries.store(fifo.len(), Ordering::Release);
+                return;
+            }
+        }
+        self.entries.store(fifo.len(), Ordering::Release);
+        if let Some(mut entry) = self.map.get_mut(order_uid) {
+            self.bytes.store(bytes - held + len, Ordering::Relaxed);
+            *entry = CachedOrder::Json(json);
+        }
     }
 
     fn stats(&self) -> CacheStats {

@@ -5,16 +5,31 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use bytes::Bytes;
 use orders_cache::DashCache;
-use orders_domain::{ENTITY_TAG_LEN, OrderCache, OrderJson};
+use orders_domain::{
+    CachedOrder, ENTITY_TAG_LEN, OrderCache, OrderJson, ReceivedMessage, UnknownFields,
+};
 
-fn body(n: usize) -> OrderJson {
-    OrderJson::from_json(format!("{{\"order_uid\":\"o{n}\"}}").as_bytes())
+fn body(n: usize) -> CachedOrder {
+    OrderJson::from_json(format!("{{\"order_uid\":\"o{n}\"}}").as_bytes()).into()
 }
 
-/// An entry holding `len` bytes in all (tag and JSON).
-fn held(len: usize) -> OrderJson {
+/// A JSON entry holding `len` bytes in all (tag and JSON).
+fn json(len: usize) -> OrderJson {
     OrderJson::from_json(&vec![b'x'; len - ENTITY_TAG_LEN])
+}
+
+fn held(len: usize) -> CachedOrder {
+    json(len).into()
+}
+
+/// A message entry of `len` bytes (the cache never looks inside).
+fn message(len: usize) -> CachedOrder {
+    CachedOrder::Message(ReceivedMessage::new(
+        Bytes::from(vec![b'm'; len]),
+        UnknownFields::Keep,
+    ))
 }
 
 #[test]
@@ -152,4 +167,94 @@ fn concurrent_writers_keep_the_byte_bound() {
         .sum();
     assert_eq!(s.bytes, held);
     assert!(s.bytes <= MAX && s.bytes > MAX - 250, "{s:?}");
+}
+
+#[test]
+fn a_resolved_message_keeps_its_place_and_the_bytes_count_its_json() {
+    let c = DashCache::new(3);
+    for n in 0..3 {
+        c.insert(&format!("o{n}"), message(100 + n));
+    }
+    assert_eq!(c.stats().bytes, 100 + 101 + 102);
+    c.resolve("o0", json(80));
+    assert_eq!(
+        c.get("o0"),
+        Some(held(80)),
+        "the JSON took the message's place"
+    );
+    assert_eq!(c.stats().bytes, 80 + 101 + 102);
+    // Resolving again, or an uid not cached, changes nothing.
+    c.resolve("o0", json(90));
+    c.resolve("nope", json(90));
+    assert_eq!(c.get("o0"), Some(held(80)));
+    let s = c.stats();
+    assert_eq!((s.size, s.bytes, s.evictions), (3, 80 + 101 + 102, 0));
+    // Still the oldest: the next insert evicts it, not the younger messages.
+    c.insert("o3", message(100));
+    assert_eq!(c.get("o0"), None);
+    assert!(matches!(c.get("o1"), Some(CachedOrder::Message(_))));
+    assert_eq!(c.stats().bytes, 101 + 102 + 100);
+}
+
+#[test]
+fn a_json_larger_than_its_message_evicts_older_entries_then_itself_to_keep_the_byte_bound() {
+    let c = DashCache::with_max_bytes(10, 300);
+    for n in 0..3 {
+        c.insert(&format!("o{n}"), message(100));
+    }
+    // 100 more bytes for o2: o0 goes, o1 stays.
+    c.resolve("o2", json(200));
+    let s = c.stats();
+    assert_eq!((s.size, s.bytes, s.evictions), (2, 300, 1));
+    assert_eq!(c.get("o0"), None);
+    assert_eq!(c.get("o2"), Some(held(200)));
+    // o1 is the oldest, and its JSON needs everything: o1 goes itself, o2 is kept.
+    c.resolve("o1", json(250));
+    let s = c.stats();
+    assert_eq!((s.size, s.bytes, s.evictions), (1, 200, 2));
+    assert_eq!(c.get("o1"), None);
+    // A JSON larger than the whole bound evicts everything up to itself and is not kept.
+    c.insert("o3", message(50));
+    c.resolve("o3", json(301));
+    let s = c.stats();
+    assert_eq!((s.size, s.bytes, s.evictions), (0, 0, 4));
+}
+
+#[test]
+fn concurrent_inserts_and_resolves_keep_both_bounds_and_an_exact_byte_count() {
+    const MAX: usize = 20_000;
+    const CAP: usize = 150;
+    let c = Arc::new(DashCache::with_max_bytes(CAP, MAX));
+    let handles: Vec<_> = (0..4)
+        .map(|w| {
+            let c = c.clone();
+            thread::spawn(move || {
+                for i in 0..5_000 {
+                    let n = w * 5_000 + i;
+                    c.insert(&format!("o{n}"), message(50 + n % 100));
+                    // Resolve a recent one, its JSON sometimes larger, sometimes smaller.
+                    let r = n.saturating_sub(3);
+                    c.resolve(&format!("o{r}"), json(40 + r % 150));
+                    let s = c.stats();
+                    assert!(s.bytes <= MAX && s.size <= CAP, "bound exceeded: {s:?}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = c.stats();
+    let held: usize = (0..20_000)
+        .filter_map(|n| c.get(&format!("o{n}")))
+        .map(|b| b.held_bytes())
+        .sum();
+    assert_eq!(s.bytes, held);
+    assert!(s.size <= CAP);
+    assert_eq!(
+        (0..20_000)
+            .filter(|n| c.get(&format!("o{n}")).is_some())
+            .count(),
+        s.size
+    );
 }

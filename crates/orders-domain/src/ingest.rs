@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::RepositoryError;
 use crate::model::Order;
-use crate::order_json::OrderJson;
+use crate::order_json::{CachedOrder, ReceivedMessage};
 use crate::ports::{
     AcceptedOrder, Fence, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
     RecordMark, RejectedFilter, Rejection, StoreBatch,
@@ -231,10 +231,10 @@ impl IngestService {
             .iter()
             .filter(|a| stored.contains(a.order.order_uid.as_str()))
         {
-            match OrderJson::from_order(&accepted.order) {
-                Ok(json) => self.cache.insert(&accepted.order.order_uid, json),
-                Err(e) => tracing::error!(error = %e, "cannot serialize a stored order"),
-            }
+            // As its message: the JSON is made at its first read (see `CachedOrder`).
+            let message = ReceivedMessage::new(accepted.payload.clone(), self.unknown_fields);
+            self.cache
+                .insert(&accepted.order.order_uid, CachedOrder::Message(message));
             if let Some(observer) = &self.observer
                 && accepted.order.has_unknown_fields()
             {

@@ -22,7 +22,9 @@ pub mod testing;
 pub use error::{Chain, QueryError, RepositoryError, SourceError};
 pub use ingest::{IngestReport, IngestService, ReplayReport};
 pub use model::{Delivery, Item, Order, OrderSummary, Payment};
-pub use order_json::{ENTITY_TAG_LEN, OrderJson, entity_tag};
+pub use order_json::{
+    CachedOrder, ENTITY_TAG_LEN, MessageJsonError, OrderJson, ReceivedMessage, entity_tag,
+};
 pub use ports::{
     AcceptedOrder, CacheStats, Fence, FetchedBatch, Membership, OrderCache, OrderRepository,
     OrderSource, PAYLOAD_EXCERPT_BYTES, PartitionLease, PartitionLeases, PartitionOffset,

@@ -1,8 +1,11 @@
-//! [`OrderJson`]: an order serialized once, with the entity tag of those bytes.
+//! [`OrderJson`]: an order serialized once, with the entity tag of those bytes; and
+//! [`CachedOrder`]: what the cache holds for an order, that JSON or the message it came in.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::model::Order;
+use crate::unknown::UnknownFields;
+use crate::validation::{DecodeError, parse_order, parse_order_keeping};
 
 /// Bytes of an entity tag: a quoted string of 32 lower-case hex digits (the XXH3 128-bit hash
 /// of the bytes it tags), ready to be sent as an HTTP `ETag` header.
@@ -105,6 +108,108 @@ impl OrderJson {
         let mut json = self.buf;
         let etag = json.split_to(ENTITY_TAG_LEN);
         (etag, json)
+    }
+}
+
+/// What the cache holds for one order: the JSON it is served as, or the message it was
+/// ingested from, which becomes that JSON at its first read.
+///
+/// The ingest path caches each order it stores as its message ([`CachedOrder::Message`]):
+/// the message's buffer is already in memory, and most orders are never read while cached,
+/// whereas serializing every order's JSON at ingest (into memory an eviction had left cold)
+/// was a fifth of the path's CPU. The first read makes the JSON
+/// ([`ReceivedMessage::to_json`], the same bytes as serializing the stored order) and puts it
+/// in the message's place (`OrderCache::resolve`); every later read is a plain hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CachedOrder {
+    /// The served JSON and its entity tag.
+    Json(OrderJson),
+    /// The message as received; its JSON is made at the first read.
+    Message(ReceivedMessage),
+}
+
+impl CachedOrder {
+    /// Bytes held in memory: the JSON and its tag, or the message.
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            Self::Json(json) => json.held_bytes(),
+            Self::Message(message) => message.held_bytes(),
+        }
+    }
+
+    /// The JSON to serve: as held, or made from the message (which does not change `self`).
+    pub fn to_json(&self) -> Result<OrderJson, MessageJsonError> {
+        match self {
+            Self::Json(json) => Ok(json.clone()),
+            Self::Message(message) => message.to_json(),
+        }
+    }
+}
+
+impl From<OrderJson> for CachedOrder {
+    fn from(json: OrderJson) -> Self {
+        Self::Json(json)
+    }
+}
+
+/// A stored order's message, exactly as it was received, with the policy it was decoded
+/// under: decoding it again gives the stored order.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    payload: Bytes,
+    unknown_fields: UnknownFields,
+}
+
+impl std::fmt::Debug for ReceivedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceivedMessage")
+            .field("payload_bytes", &self.payload.len())
+            .field("unknown_fields", &self.unknown_fields)
+            .finish()
+    }
+}
+
+/// Why a cached message could not be made into its JSON (it decoded when it was stored, so
+/// this is a bug; the query use case then reads the order from the repository).
+#[derive(Debug, thiserror::Error)]
+pub enum MessageJsonError {
+    #[error("the cached message does not decode again: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("cannot serialize the cached message's order: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl ReceivedMessage {
+    /// `payload` must be a message that decoded and validated under `unknown_fields` into
+    /// the order stored under its uid (the ingest use case makes these). It is held as it is,
+    /// without a copy: a source hands each record its own buffer, so holding it keeps nothing
+    /// else alive.
+    pub fn new(payload: Bytes, unknown_fields: UnknownFields) -> Self {
+        Self {
+            payload,
+            unknown_fields,
+        }
+    }
+
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Bytes held in memory: the message.
+    pub fn held_bytes(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// The order's JSON, byte for byte what [`OrderJson::from_order`] makes of the stored
+    /// order. Parsed without validating again: it was valid when it was stored.
+    pub fn to_json(&self) -> Result<OrderJson, MessageJsonError> {
+        let text =
+            std::str::from_utf8(&self.payload).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;
+        let order = match self.unknown_fields {
+            UnknownFields::Reject => parse_order(text)?,
+            UnknownFields::Keep => parse_order_keeping(text)?,
+        };
+        Ok(OrderJson::from_order(&order)?)
     }
 }
 

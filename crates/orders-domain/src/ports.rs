@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::{RepositoryError, SourceError};
 use crate::model::{Order, OrderSummary};
-use crate::order_json::OrderJson;
+use crate::order_json::{CachedOrder, OrderJson};
 use crate::validation::RejectReason;
 
 /// Where a message sits in the log.
@@ -341,9 +341,9 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
 pub struct CacheStats {
     pub size: usize,
     pub capacity: usize,
-    /// Bytes of JSON held.
+    /// Bytes held: JSON and entity tags, or messages not read yet.
     pub bytes: usize,
-    /// Most bytes of JSON the cache holds (`usize::MAX` when unbounded in bytes).
+    /// Most bytes the cache holds (`usize::MAX` when unbounded in bytes).
     pub max_bytes: usize,
     pub hits: u64,
     pub misses: u64,
@@ -373,22 +373,28 @@ impl Default for CacheStats {
     }
 }
 
-/// Recently used orders in memory, as serialized JSON with its entity tag ([`OrderJson`]), so
-/// that a hit costs no serialization and no hashing.
+/// Recently used orders in memory ([`CachedOrder`]): as serialized JSON with its entity tag
+/// ([`OrderJson`]), so that a hit costs no serialization and no hashing, or, for an order
+/// just ingested, as its message until its first read makes that JSON.
 ///
 /// Contract: bounded (never more than `capacity` entries, nor more than `max_bytes` bytes
-/// held, as [`OrderJson::held_bytes`] counts them); `get` counts a hit or a miss; `insert` of
+/// held, as [`CachedOrder::held_bytes`] counts them); `get` counts a hit or a miss; `insert` of
 /// a new uid may evict per the adapter's documented policy and counts evictions, and an entry
 /// larger than `max_bytes` is not cached at all; only committed orders are inserted (the use
 /// cases guarantee that).
 pub trait OrderCache: Send + Sync + std::fmt::Debug {
-    fn get(&self, order_uid: &str) -> Option<OrderJson>;
+    fn get(&self, order_uid: &str) -> Option<CachedOrder>;
     /// Whether `order_uid` is cached, without counting a hit or a miss.
     fn contains(&self, order_uid: &str) -> bool;
-    fn insert(&self, order_uid: &str, json: OrderJson);
+    fn insert(&self, order_uid: &str, entry: CachedOrder);
+    /// Puts `json`, made from the cached message of `order_uid`, in that message's place,
+    /// where the uid is still cached as a message (otherwise nothing). The entry keeps its
+    /// place in the eviction order; if the JSON is larger than the message, older entries
+    /// (or, when nothing else makes room, this one) are evicted to keep the byte bound.
+    fn resolve(&self, order_uid: &str, json: OrderJson);
     fn stats(&self) -> CacheStats;
     fn capacity(&self) -> usize;
-    /// Most bytes of JSON held at once; warm-up loads no more than this.
+    /// Most bytes held at once (JSON and tags, or messages); warm-up loads no more than this.
     fn max_bytes(&self) -> usize {
         usize::MAX
     }
@@ -400,7 +406,9 @@ pub trait OrderCache: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMessage {
     pub offset: i64,
-    /// `None` for a tombstone.
+    /// `None` for a tombstone. A stored order's value is cached as it is until the order's
+    /// first read, so a source gives each record a buffer of its own (a slice of a larger
+    /// buffer would keep all of that alive).
     pub value: Option<Bytes>,
 }
 

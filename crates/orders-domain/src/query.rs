@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::error::{QueryError, RepositoryError};
 use crate::model::OrderSummary;
-use crate::order_json::OrderJson;
+use crate::order_json::{CachedOrder, OrderJson};
 use crate::ports::{OrderCache, OrderRepository, StoreSeq};
 use crate::validation::is_valid_order_uid;
 
@@ -232,8 +232,19 @@ impl QueryService {
         if !is_valid_order_uid(order_uid) {
             return Err(QueryError::InvalidUid);
         }
-        if let Some(json) = self.cache.get(order_uid) {
-            return Ok(json);
+        match self.cache.get(order_uid) {
+            Some(CachedOrder::Json(json)) => return Ok(json),
+            // Its first read since it was ingested: made into its JSON once, for every read
+            // after this one.
+            Some(CachedOrder::Message(message)) => match message.to_json() {
+                Ok(json) => {
+                    self.cache.resolve(order_uid, json.clone());
+                    return Ok(json);
+                }
+                Err(e) => tracing::error!(order_uid, error = %e,
+                    "a cached message does not make its JSON; reading the order from the repository"),
+            },
+            None => {}
         }
         match self.flight(order_uid)?.await {
             Ok(Some(json)) => Ok(json),
@@ -298,7 +309,7 @@ impl QueryService {
             let result = match repo.get(&entry.uid).await {
                 Ok(Some(order)) => match OrderJson::from_order(&order) {
                     Ok(json) => {
-                        cache.insert(&entry.uid, json.clone());
+                        cache.insert(&entry.uid, json.clone().into());
                         Ok(Some(json))
                     }
                     Err(e) => Err(RepositoryError::other("serializing a stored order", e)),
@@ -363,7 +374,7 @@ impl QueryService {
                 if let Some(order) = read? {
                     let json = OrderJson::from_order(&order)
                         .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
-                    self.cache.insert(&order.order_uid, json);
+                    self.cache.insert(&order.order_uid, json.into());
                     cached += 1;
                 }
             }
@@ -421,7 +432,7 @@ impl QueryService {
         }
         let loaded = newest_first.len();
         for (uid, json) in newest_first.into_iter().rev() {
-            self.cache.insert(&uid, json);
+            self.cache.insert(&uid, json.into());
         }
         self.cache.mark_warmed(loaded, started.elapsed());
         Ok(loaded)
@@ -668,14 +679,17 @@ mod tests {
     #[derive(Debug)]
     struct Bounded(InMemoryCache, usize);
     impl OrderCache for Bounded {
-        fn get(&self, uid: &str) -> Option<OrderJson> {
+        fn get(&self, uid: &str) -> Option<CachedOrder> {
             self.0.get(uid)
         }
         fn contains(&self, uid: &str) -> bool {
             self.0.contains(uid)
         }
-        fn insert(&self, uid: &str, json: OrderJson) {
-            self.0.insert(uid, json);
+        fn insert(&self, uid: &str, entry: CachedOrder) {
+            self.0.insert(uid, entry);
+        }
+        fn resolve(&self, uid: &str, json: OrderJson) {
+            self.0.resolve(uid, json);
         }
         fn stats(&self) -> crate::ports::CacheStats {
             self.0.stats()

@@ -660,6 +660,29 @@ mod tests {
             prop_assert_eq!(written(&o), expected);
         }
 
+        /// An order cached as its message is served, at its first read, exactly the JSON it
+        /// would have been cached as at ingest, whatever the layout of the message.
+        #[test]
+        fn a_cached_message_makes_the_json_of_its_order(o in order(), pretty in any::<bool>()) {
+            use crate::order_json::{OrderJson, ReceivedMessage};
+            let message = if pretty {
+                serde_json::to_vec_pretty(&o)
+            } else {
+                serde_json::to_vec(&o)
+            }
+            .unwrap();
+            // Only messages that decode are ever stored, so cached (a field name with a NUL
+            // does not: PostgreSQL's JSON cannot hold it).
+            let text = std::str::from_utf8(&message).unwrap();
+            let decoded = crate::validation::parse_order_keeping(text);
+            prop_assume!(decoded.is_ok());
+            let made = ReceivedMessage::new(message.into(), crate::UnknownFields::Keep)
+                .to_json()
+                .unwrap();
+            prop_assert_eq!(&made, &OrderJson::from_order(&decoded.unwrap()).unwrap());
+            prop_assert_eq!(made, OrderJson::from_order(&o).unwrap());
+        }
+
         /// Reading an order back from storage (`to_order`, `to_item`) gives the order stored.
         #[test]
         fn fields_make_the_order_they_were_taken_from(o in order()) {

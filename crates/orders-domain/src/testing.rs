@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use crate::error::RepositoryError;
 use crate::model::{Order, OrderSummary};
-use crate::order_json::OrderJson;
+use crate::order_json::{CachedOrder, OrderJson};
 use crate::ports::{
     CacheStats, OrderCache, OrderRepository, RecordMark, RejectedFilter, RejectedMessage,
     StoreBatch, StoreOutcome, StoreSeq,
@@ -289,7 +289,7 @@ impl OrderRepository for InMemoryRepository {
 /// A tiny FIFO-bounded cache for domain tests.
 #[derive(Debug)]
 pub struct InMemoryCache {
-    inner: Mutex<(HashMap<String, OrderJson>, VecDeque<String>, CacheStats)>,
+    inner: Mutex<(HashMap<String, CachedOrder>, VecDeque<String>, CacheStats)>,
 }
 
 impl InMemoryCache {
@@ -305,7 +305,7 @@ impl InMemoryCache {
 }
 
 impl OrderCache for InMemoryCache {
-    fn get(&self, order_uid: &str) -> Option<OrderJson> {
+    fn get(&self, order_uid: &str) -> Option<CachedOrder> {
         let mut g = self.inner.lock().ok()?;
         let hit = g.0.get(order_uid).cloned();
         if hit.is_some() {
@@ -320,9 +320,9 @@ impl OrderCache for InMemoryCache {
         self.inner.lock().is_ok_and(|g| g.0.contains_key(order_uid))
     }
 
-    fn insert(&self, order_uid: &str, json: OrderJson) {
+    fn insert(&self, order_uid: &str, entry: CachedOrder) {
         let Ok(mut g) = self.inner.lock() else { return };
-        if g.0.insert(order_uid.to_owned(), json).is_none() {
+        if g.0.insert(order_uid.to_owned(), entry).is_none() {
             g.1.push_back(order_uid.to_owned());
             if g.1.len() > g.2.capacity
                 && let Some(old) = g.1.pop_front()
@@ -332,6 +332,13 @@ impl OrderCache for InMemoryCache {
             }
         }
         g.2.size = g.0.len();
+    }
+
+    fn resolve(&self, order_uid: &str, json: OrderJson) {
+        let Ok(mut g) = self.inner.lock() else { return };
+        if let Some(entry @ CachedOrder::Message(_)) = g.0.get_mut(order_uid) {
+            *entry = CachedOrder::Json(json);
+        }
     }
 
     fn stats(&self) -> CacheStats {

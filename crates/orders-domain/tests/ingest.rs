@@ -238,10 +238,12 @@ async fn warm_up_pages_through_the_newest_and_inserts_them_oldest_first() {
     assert_eq!(query.warm_up().await.unwrap(), 2_100);
     assert!(cache.get("w399").is_none(), "older than the newest 2,100");
     assert!(cache.get("w400").is_some() && cache.get("w2499").is_some());
-    let stored = cache.get("w1234").unwrap();
+    let Some(orders_domain::CachedOrder::Json(stored)) = cache.get("w1234") else {
+        panic!("warm-up caches the JSON itself");
+    };
     assert_eq!(stored.json(), &json(&generated_order("w", 1234, 1))[..]);
     assert_eq!(stored.etag(), orders_domain::entity_tag(stored.json()));
-    cache.insert("new", orders_domain::OrderJson::from_json(b"{}"));
+    cache.insert("new", orders_domain::OrderJson::from_json(b"{}").into());
     assert!(
         cache.get("w400").is_none(),
         "the oldest loaded is evicted first"
@@ -402,4 +404,47 @@ async fn oversize_payloads_are_kept_up_to_the_cap_and_replayable() {
     let report = relaxed.replay(None).await.unwrap();
     assert_eq!((report.stored, report.still_rejected), (1, 1));
     assert_eq!(repo.get("big-1").await.unwrap(), Some(big_order));
+}
+
+/// An ingested order is cached as its message; its first read serves exactly the JSON of the
+/// stored order (the reference message is laid out otherwise: indented, its own key order),
+/// and leaves that JSON in the cache for every later read.
+#[tokio::test]
+async fn an_ingested_order_is_cached_as_its_message_and_served_as_its_json() {
+    use orders_domain::{CachedOrder, OrderJson};
+    let (repo, cache, ingest, query) = setup();
+    let reference = orders_domain::REFERENCE_ORDER_JSON.as_bytes();
+    let unknown = orders_domain::sample::order_with_unknown_fields("u", 1, 2);
+    let records = vec![msg(0, Some(reference)), msg(1, Some(&json(&unknown)))];
+    ingest
+        .ingest(
+            "t",
+            FetchedBatch {
+                partition: 0,
+                records,
+                next_offset: 2,
+                high_watermark: 2,
+            },
+        )
+        .await
+        .unwrap();
+    for (uid, message) in [
+        (reference_order().order_uid, reference.to_vec()),
+        (unknown.order_uid.clone(), json(&unknown)),
+    ] {
+        match cache.get(&uid) {
+            Some(CachedOrder::Message(m)) => assert_eq!(&m.payload()[..], &message[..]),
+            other => panic!("{uid}: cached as {other:?}, not as its message"),
+        }
+        let stored = repo.get(&uid).await.unwrap().expect("stored");
+        let expected = OrderJson::from_order(&stored).unwrap();
+        assert_eq!(query.order_json(&uid).await.unwrap(), expected, "{uid}");
+        assert_eq!(cache.get(&uid), Some(CachedOrder::Json(expected.clone())));
+        assert_eq!(query.order_json(&uid).await.unwrap(), expected, "{uid}");
+    }
+    assert_ne!(
+        reference,
+        OrderJson::from_order(&reference_order()).unwrap().json(),
+        "the reference message is not laid out as the served JSON"
+    );
 }

@@ -208,7 +208,7 @@ const QUERY_METRICS: &[(&str, &str, bool)] = &[
     ),
     (
         "orders_cache_bytes",
-        "Bytes held by the cache (JSON and entity tags)",
+        "Bytes held by the cache (JSON and entity tags, or messages not read yet)",
         false,
     ),
     (

@@ -39,7 +39,7 @@ fn server() -> (std::net::SocketAddr, OrderJson, String) {
     let order = reference_order();
     let cache = Arc::new(InMemoryCache::new(10));
     let json = OrderJson::from_order(&order).unwrap();
-    cache.insert(&order.order_uid, json.clone());
+    cache.insert(&order.order_uid, json.clone().into());
     let addr = common::serve(QueryService::new(
         Arc::new(InMemoryRepository::new()),
         cache,
