@@ -64,36 +64,34 @@ pub(crate) fn plan(payloads: &[Bytes], streams: usize, chunk: usize, max_bytes: 
         .collect()
 }
 
-/// The plan's batches as fetched batches, offsets counted per partition from 0; each record's
-/// value a copy of its own, as a source's are.
-pub(crate) fn fetched_batches(payloads: &[Bytes], plan: &Plan) -> Vec<Vec<FetchedBatch>> {
-    plan.iter()
-        .enumerate()
-        .map(|(partition, batches)| {
-            let mut offset = 0i64;
-            batches
+/// One stream's (partition's) batches of the plan as fetched batches, offsets counted from 0;
+/// each record's value a copy of its own, as a source's are (the cache keeps it).
+pub(crate) fn fetched_batches(
+    payloads: &[Bytes],
+    partition: usize,
+    batches: &[Vec<usize>],
+) -> Vec<FetchedBatch> {
+    let mut offset = 0i64;
+    batches
+        .iter()
+        .map(|batch| {
+            let records: Vec<RawMessage> = batch
                 .iter()
-                .map(|batch| {
-                    let records: Vec<RawMessage> = batch
-                        .iter()
-                        .map(|&i| {
-                            let m = RawMessage {
-                                offset,
-                                // A buffer per record, as a source gives it: the cache keeps it.
-                                value: Some(Bytes::copy_from_slice(&payloads[i])),
-                            };
-                            offset += 1;
-                            m
-                        })
-                        .collect();
-                    FetchedBatch {
-                        partition: partition as i32,
-                        records,
-                        next_offset: offset,
-                        high_watermark: offset,
-                    }
+                .map(|&i| {
+                    let m = RawMessage {
+                        offset,
+                        value: Some(Bytes::copy_from_slice(&payloads[i])),
+                    };
+                    offset += 1;
+                    m
                 })
-                .collect()
+                .collect();
+            FetchedBatch {
+                partition: partition as i32,
+                records,
+                next_offset: offset,
+                high_watermark: offset,
+            }
         })
         .collect()
 }

@@ -90,6 +90,22 @@ async fn full_cache(capacity: usize, messages: &Arc<Vec<Bytes>>) -> anyhow::Resu
     Ok(cache)
 }
 
+/// The plan's batches, each stream's made in a task on the runtime's worker threads, as a
+/// source's fetches are: the records' buffers are then allocated by the threads that cache
+/// them and, at eviction, free them (see [`full_cache`]).
+async fn fetched_on_workers(
+    payloads: &Arc<Vec<Bytes>>,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Vec<FetchedBatch>>> {
+    Ok(
+        try_join_all(plan.iter().enumerate().map(|(partition, batches)| {
+            let (payloads, batches) = (Arc::clone(payloads), batches.clone());
+            tokio::spawn(async move { fetched_batches(&payloads, partition, &batches) })
+        }))
+        .await?,
+    )
+}
+
 /// Median CPU µs per order of PostgreSQL and of this process over `runs`.
 pub(crate) fn cpu_us_per_order(runs: &[CpuSplit], orders: u64) -> (f64, f64) {
     let per = |f: fn(&CpuSplit) -> f64| {
@@ -260,6 +276,7 @@ pub(crate) async fn run(
     let naive_rows = Dataset::rows(&data.orders[..naive_n]);
     let one_stream: Plan = vec![plan.iter().flatten().cloned().collect()];
     let streams = plan.len();
+    let payloads = Arc::new(data.payloads.clone());
     // The full cache's entries are these messages, over and over (the dataset's mix).
     let cache_sample = Arc::new(data.payloads[..data.payloads.len().min(3_000)].to_vec());
     let mut ours_runs: Vec<SinkRun> = Vec::new();
@@ -295,7 +312,7 @@ pub(crate) async fn run(
                 ),
                 Variant::Ours | Variant::Replica => {
                     let replica_run = variant == Variant::Replica;
-                    let batches = fetched_batches(&data.payloads, plan);
+                    let batches = fetched_on_workers(&payloads, plan).await?;
                     let cache = full_cache(opts.cache_capacity, &cache_sample).await?;
                     let cpu0 = CpuSplit::now();
                     let run = ours(&db.config, batches, Arc::clone(&cache), replica_run).await?;
