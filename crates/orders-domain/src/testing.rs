@@ -1040,12 +1040,19 @@ pub mod conformance {
         assert_eq!(rejected.len(), 1, "one rejection, the winner's");
         assert_eq!(repo.stored_offsets(TOPIC).await.unwrap().get(&3), Some(&2));
 
-        // A stale writer (it read 0, the offset is at 2 now) is fenced too, even moving forward.
-        let stale = batch(vec![], 3, Some(0), 5);
+        // A stale writer (it read 0, the offset is at 2 now) is fenced too, even moving forward,
+        // and keeps nothing of its batch (an adapter may check the offset after writing it).
+        let stale = batch(
+            vec![accepted(generated_order("fence-stale-", 1, 2), 3, 2)],
+            3,
+            Some(0),
+            5,
+        );
         assert!(matches!(
             repo.store_batch(&stale).await,
             Err(RepositoryError::Fenced { .. })
         ));
+        assert_eq!(repo.get("fence-stale-1").await.unwrap(), None);
         // The current owner goes on.
         repo.store_batch(&batch(vec![], 3, Some(2), 3))
             .await

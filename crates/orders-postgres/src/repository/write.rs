@@ -118,9 +118,19 @@ SELECT $1::text, u.* FROM UNNEST($2::int4[], $3::int8[], $4::text[], $5::text[],
 
 /// Compare-and-set of the batch's offsets: a partition with an expected offset moves only if
 /// it still holds it; one expected to have none is inserted only if still absent. Returns how
-/// many moved: fewer than asked means another writer got there first (fenced). Run first in
-/// the transaction, so a concurrent writer of the same partition waits here on the row (or
-/// the insert) and is fenced before it writes anything.
+/// many moved: fewer than asked means another writer got there first (fenced).
+///
+/// A batch whose orders go in by COPY runs it last, just before the commit. The check and the
+/// commit are one transaction either way, so a fenced batch (or one whose lease was lost)
+/// keeps nothing: a concurrent writer of the same partition waits here on the row (or the
+/// insert) until the first commits, then finds the offset moved and rolls back what it
+/// wrote. A batch already committed (a retry after a lost acknowledgement) meets its own uids
+/// in the COPY and is run again by INSERT, which runs this first: there, the orders this
+/// transaction stored are told apart by their positions, which only holds if a fenced batch
+/// writes nothing before this. Run first by COPY too, it cost PostgreSQL about a tenth more
+/// CPU per order: after any statement before them, the COPYs' foreign-key checks spent three
+/// times as long in `ResourceOwnerRememberTupleDesc` (`perf`, PostgreSQL 15; see
+/// bench/results.md).
 const ADVANCE_OFFSETS: &str = "
 WITH u AS (SELECT * FROM UNNEST($2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])
         AS u(p, next, expected, mark_offset, mark_digest, epoch)),
@@ -441,6 +451,73 @@ pub(super) async fn store_batch(
     }
 }
 
+/// Moves the batch's offsets (compare-and-set, [`ADVANCE_OFFSETS`]) in `tx`: a fenced batch or
+/// a lost lease fails the attempt, and dropping `tx` then rolls all of it back.
+async fn advance_offsets(
+    tx: &deadpool_postgres::Transaction<'_>,
+    batch: &StoreBatch,
+) -> Result<(), Attempt> {
+    if batch.offsets.is_empty() {
+        return Ok(());
+    }
+    let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
+    let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
+    let expected: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.expected).collect();
+    let mark_offset: Vec<Option<i64>> = batch
+        .offsets
+        .iter()
+        .map(|o| o.mark.map(|m| m.offset))
+        .collect();
+    let mark_digest: Vec<Option<i64>> = batch
+        .offsets
+        .iter()
+        .map(|o| o.mark.map(|m| m.digest))
+        .collect();
+    let epochs: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.lease_epoch).collect();
+    let stmt = tx
+        .prepare_cached(ADVANCE_OFFSETS)
+        .await
+        .map_err(|e| map_pg("preparing offsets", e))?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &batch.topic,
+                &parts,
+                &next,
+                &expected,
+                &mark_offset,
+                &mark_digest,
+                &epochs,
+            ],
+        )
+        .await
+        .map_err(|e| map_pg("storing consumer offsets", e))?;
+    let (moved, lease_lost): (i64, i64) = (row.get(0), row.get(1));
+    if lease_lost > 0 {
+        let lost = batch
+            .offsets
+            .iter()
+            .find(|o| o.lease_epoch.is_some())
+            .unwrap_or(&batch.offsets[0]);
+        return Err(Attempt::Failed(RepositoryError::LeaseLost {
+            topic: batch.topic.clone(),
+            partition: lost.partition,
+            epoch: lost.lease_epoch.unwrap_or_default(),
+        }));
+    }
+    if moved != batch.offsets.len() as i64 {
+        // Dropping `tx` rolls it back: nothing of the batch is kept.
+        let stale = batch.offsets[0];
+        return Err(Attempt::Failed(RepositoryError::Fenced {
+            topic: batch.topic.clone(),
+            partition: stale.partition,
+            expected: stale.expected,
+        }));
+    }
+    Ok(())
+}
+
 /// One batch transaction, its orders (`sorted`: the batch's, by uid) inserted `by` COPY or
 /// INSERT.
 async fn attempt(
@@ -455,62 +532,10 @@ async fn attempt(
         .await
         .map_err(|e| map_pg("starting a transaction", e))?;
 
-    if !batch.offsets.is_empty() {
-        let parts: Vec<i32> = batch.offsets.iter().map(|o| o.partition).collect();
-        let next: Vec<i64> = batch.offsets.iter().map(|o| o.next_offset).collect();
-        let expected: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.expected).collect();
-        let mark_offset: Vec<Option<i64>> = batch
-            .offsets
-            .iter()
-            .map(|o| o.mark.map(|m| m.offset))
-            .collect();
-        let mark_digest: Vec<Option<i64>> = batch
-            .offsets
-            .iter()
-            .map(|o| o.mark.map(|m| m.digest))
-            .collect();
-        let epochs: Vec<Option<i64>> = batch.offsets.iter().map(|o| o.lease_epoch).collect();
-        let stmt = tx
-            .prepare_cached(ADVANCE_OFFSETS)
-            .await
-            .map_err(|e| map_pg("preparing offsets", e))?;
-        let row = tx
-            .query_one(
-                &stmt,
-                &[
-                    &batch.topic,
-                    &parts,
-                    &next,
-                    &expected,
-                    &mark_offset,
-                    &mark_digest,
-                    &epochs,
-                ],
-            )
-            .await
-            .map_err(|e| map_pg("storing consumer offsets", e))?;
-        let (moved, lease_lost): (i64, i64) = (row.get(0), row.get(1));
-        if lease_lost > 0 {
-            let lost = batch
-                .offsets
-                .iter()
-                .find(|o| o.lease_epoch.is_some())
-                .unwrap_or(&batch.offsets[0]);
-            return Err(Attempt::Failed(RepositoryError::LeaseLost {
-                topic: batch.topic.clone(),
-                partition: lost.partition,
-                epoch: lost.lease_epoch.unwrap_or_default(),
-            }));
-        }
-        if moved != batch.offsets.len() as i64 {
-            // Dropping `tx` rolls it back: nothing of the batch is kept.
-            let stale = batch.offsets[0];
-            return Err(Attempt::Failed(RepositoryError::Fenced {
-                topic: batch.topic.clone(),
-                partition: stale.partition,
-                expected: stale.expected,
-            }));
-        }
+    // By INSERT, first: which orders this transaction stored is then known by their positions
+    // (a fenced batch never gets past here). By COPY, last: see `ADVANCE_OFFSETS`.
+    if by == OrdersBy::Insert {
+        advance_offsets(&tx, batch).await?;
     }
 
     if !batch.superseded_rejections.is_empty() {
@@ -649,6 +674,9 @@ async fn attempt(
         .map_err(|e| map_pg("inserting rejected messages", e))?;
     }
 
+    if by == OrdersBy::Copy {
+        advance_offsets(&tx, batch).await?;
+    }
     tx.commit()
         .await
         .map_err(|e| map_pg("committing a batch", e))?;
