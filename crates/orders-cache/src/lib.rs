@@ -77,6 +77,19 @@ impl DashCache {
         }
     }
 
+    /// Evicts the entry inserted longest ago, under the FIFO lock whose queue is `fifo`,
+    /// taking what it held off `bytes` (and the published count); returns its uid, or `None`
+    /// when the cache is empty.
+    fn evict_oldest(&self, fifo: &mut VecDeque<Arc<str>>, bytes: &mut usize) -> Option<Arc<str>> {
+        let victim = fifo.pop_front()?;
+        if let Some((_, old)) = self.map.remove(&victim) {
+            *bytes -= old.held_bytes();
+            self.bytes.store(*bytes, Ordering::Relaxed);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(victim)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.load(Ordering::Acquire)
     }
@@ -121,13 +134,8 @@ impl OrderCache for DashCache {
         // exceeded. `bytes` only changes under this lock, so it is exact here.
         let mut bytes = self.bytes.load(Ordering::Relaxed);
         while fifo.len() >= self.capacity || bytes + len > self.max_bytes {
-            let Some(victim) = fifo.pop_front() else {
+            if self.evict_oldest(&mut fifo, &mut bytes).is_none() {
                 break;
-            };
-            if let Some((_, old)) = self.map.remove(&victim) {
-                bytes -= old.held_bytes();
-                self.bytes.store(bytes, Ordering::Relaxed);
-                self.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
         let key: Arc<str> = order_uid.into();
@@ -150,14 +158,9 @@ impl OrderCache for DashCache {
         // Room first, if the JSON is the larger, as for an insert.
         let mut bytes = self.bytes.load(Ordering::Relaxed);
         while bytes - held + len > self.max_bytes {
-            let Some(victim) = fifo.pop_front() else {
+            let Some(victim) = self.evict_oldest(&mut fifo, &mut bytes) else {
                 break;
             };
-            if let Some((_, old)) = self.map.remove(&victim) {
-                bytes -= old.held_bytes();
-                self.bytes.store(bytes, Ordering::Relaxed);
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-            }
             if *victim == *order_uid {
                 // Nothing else made room: it went itself.
                 self.entries.store(fifo.len(), Ordering::Release);

@@ -24,6 +24,14 @@ fn held(len: usize) -> CachedOrder {
     json(len).into()
 }
 
+/// Bytes the entries `o0`..`o{n-1}` still cached hold, counted one by one.
+fn held_by(c: &DashCache, n: usize) -> usize {
+    (0..n)
+        .filter_map(|i| c.get(&format!("o{i}")))
+        .map(|b| b.held_bytes())
+        .sum()
+}
+
 /// A message entry of `len` bytes (the cache never looks inside).
 fn message(len: usize) -> CachedOrder {
     CachedOrder::Message(ReceivedMessage::new(
@@ -161,11 +169,7 @@ fn concurrent_writers_keep_the_byte_bound() {
         h.join().unwrap();
     }
     let s = c.stats();
-    let held: usize = (0..20_000)
-        .filter_map(|n| c.get(&format!("o{n}")))
-        .map(|b| b.held_bytes())
-        .sum();
-    assert_eq!(s.bytes, held);
+    assert_eq!(s.bytes, held_by(&c, 20_000));
     assert!(s.bytes <= MAX && s.bytes > MAX - 250, "{s:?}");
 }
 
@@ -245,11 +249,7 @@ fn concurrent_inserts_and_resolves_keep_both_bounds_and_an_exact_byte_count() {
         h.join().unwrap();
     }
     let s = c.stats();
-    let held: usize = (0..20_000)
-        .filter_map(|n| c.get(&format!("o{n}")))
-        .map(|b| b.held_bytes())
-        .sum();
-    assert_eq!(s.bytes, held);
+    assert_eq!(s.bytes, held_by(&c, 20_000));
     assert!(s.size <= CAP);
     assert_eq!(
         (0..20_000)
