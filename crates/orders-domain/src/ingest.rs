@@ -154,7 +154,6 @@ impl IngestService {
         let mark = batch.records.last().map(RecordMark::of);
         let mut orders = Vec::with_capacity(batch.records.len());
         let mut rejections = Vec::new();
-        let mut seen = HashSet::with_capacity(batch.records.len());
         for msg in batch.records {
             let position = Position {
                 topic: topic.to_owned(),
@@ -166,18 +165,6 @@ impl IngestService {
                 self.max_message_bytes,
                 self.unknown_fields,
             ) {
-                Ok(order) if !seen.insert(order.order_uid.clone()) => {
-                    // Same uid twice in one batch: the first wins, like across batches.
-                    rejections.push(
-                        Rejection::new(
-                            position,
-                            RejectReason::Duplicate,
-                            &format!("order_uid {:?} already in this batch", order.order_uid),
-                            msg.value,
-                        )
-                        .cap_payload(self.rejected_payload_max_bytes),
-                    );
-                }
                 Ok(order) => orders.push(AcceptedOrder {
                     order,
                     position,
@@ -189,6 +176,7 @@ impl IngestService {
                 ),
             }
         }
+        self.reject_repeated_uids(&mut orders, &mut rejections);
         StoreBatch {
             topic: topic.to_owned(),
             orders,
@@ -202,6 +190,44 @@ impl IngestService {
             }],
             superseded_rejections: Vec::new(),
         }
+    }
+
+    /// Same uid twice in one batch: the first wins, as across batches, and each later one
+    /// becomes a `duplicate` rejection. Looked for after decoding, over the orders' own uids,
+    /// so that the common batch (no repeat) copies none of them.
+    fn reject_repeated_uids(
+        &self,
+        orders: &mut Vec<AcceptedOrder>,
+        rejections: &mut Vec<Rejection>,
+    ) {
+        let mut seen = HashSet::with_capacity(orders.len());
+        let repeats: Vec<usize> = orders
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !seen.insert(a.order.order_uid.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        drop(seen);
+        if repeats.is_empty() {
+            return;
+        }
+        for i in repeats.into_iter().rev() {
+            let repeat = orders.remove(i);
+            rejections.push(
+                Rejection::new(
+                    repeat.position,
+                    RejectReason::Duplicate,
+                    &format!(
+                        "order_uid {:?} already in this batch",
+                        repeat.order.order_uid
+                    ),
+                    Some(repeat.payload),
+                )
+                .cap_payload(self.rejected_payload_max_bytes),
+            );
+        }
+        // In the order of the log, as they were read.
+        rejections.sort_by_key(|r| r.position.offset);
     }
 
     /// Stores a prepared batch and, once committed, caches its new orders. Borrowed, so that
@@ -224,13 +250,16 @@ impl IngestService {
                 offset = r.position.offset, reason = %r.reason, detail = %r.detail,
                 "message rejected");
         }
-        // The cache only ever sees committed orders.
-        let stored: HashSet<&str> = outcome.stored.iter().map(String::as_str).collect();
-        for accepted in batch
-            .orders
-            .iter()
-            .filter(|a| stored.contains(a.order.order_uid.as_str()))
-        {
+        // The cache only ever sees committed orders. A batch's uids are unique (see
+        // `prepare`), so when as many were stored as it has, all of them were: the common
+        // case, which then looks up none of them.
+        let stored: Option<HashSet<&str>> = (outcome.stored.len() != batch.orders.len())
+            .then(|| outcome.stored.iter().map(String::as_str).collect());
+        for accepted in batch.orders.iter().filter(|a| {
+            stored
+                .as_ref()
+                .is_none_or(|s| s.contains(a.order.order_uid.as_str()))
+        }) {
             // As its message: the JSON is made at its first read (see `CachedOrder`).
             let message = ReceivedMessage::new(accepted.payload.clone(), self.unknown_fields);
             self.cache

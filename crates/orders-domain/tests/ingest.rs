@@ -448,3 +448,104 @@ async fn an_ingested_order_is_cached_as_its_message_and_served_as_its_json() {
         "the reference message is not laid out as the served JSON"
     );
 }
+
+/// A uid repeated in one batch: the first is the order, each later one a `duplicate`
+/// rejection carrying its own payload, and the rejections keep the log's order among the
+/// others.
+#[test]
+fn a_uid_repeated_in_a_batch_keeps_the_first_and_rejects_the_rest_in_log_order() {
+    let (_, _, ingest, _) = setup();
+    let a = generated_order("a", 1, 1);
+    let mut a_again = generated_order("a", 1, 3);
+    a_again.locale = "ru".into();
+    let b = generated_order("b", 1, 1);
+    let batch = ingest.prepare(
+        "t",
+        FetchedBatch {
+            partition: 0,
+            records: vec![
+                msg(1, Some(&json(&a))),
+                msg(2, Some(&json(&a_again))),
+                msg(3, Some(b"{}")),
+                msg(4, Some(&json(&b))),
+                msg(5, Some(&json(&a))),
+            ],
+            next_offset: 6,
+            high_watermark: 6,
+        },
+        None,
+    );
+    let orders: Vec<_> = batch
+        .orders
+        .iter()
+        .map(|o| {
+            (
+                o.position.offset,
+                o.order.order_uid.as_str(),
+                o.order.items.len(),
+            )
+        })
+        .collect();
+    assert_eq!(orders, vec![(1, "a1", 1), (4, "b1", 1)]);
+    let rejections: Vec<_> = batch
+        .rejections
+        .iter()
+        .map(|r| (r.position.offset, r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        rejections,
+        vec![(2, "duplicate"), (3, "not_order"), (5, "duplicate")]
+    );
+    let second = &batch.rejections[0];
+    assert_eq!(second.detail, r#"order_uid "a1" already in this batch"#);
+    assert_eq!(
+        second.payload.as_deref(),
+        Some(json(&a_again).as_slice()),
+        "the rejection keeps the repeat's own message"
+    );
+}
+
+/// A batch of which only some orders are new: only those are cached. An order re-sent with a
+/// stored uid that the cache does not hold (stored by another replica, or evicted) stays out.
+#[tokio::test]
+async fn only_the_orders_a_batch_stored_are_cached() {
+    let (repo, cache, ingest, query) = setup();
+    let elsewhere = IngestService::new(repo, Arc::new(InMemoryCache::new(100)));
+    let a = generated_order("a", 1, 1);
+    let fetched = |offset: i64, records: Vec<RawMessage>| FetchedBatch {
+        partition: 0,
+        records,
+        next_offset: offset,
+        high_watermark: offset,
+    };
+    elsewhere
+        .ingest("t", fetched(1, vec![msg(0, Some(&json(&a)))]))
+        .await
+        .unwrap();
+    assert!(cache.get("a1").is_none());
+    let mut a_resent = generated_order("a", 1, 3);
+    a_resent.locale = "ru".into();
+    let b = generated_order("b", 1, 1);
+    let report = ingest
+        .ingest(
+            "t",
+            fetched(
+                3,
+                vec![msg(1, Some(&json(&a_resent))), msg(2, Some(&json(&b)))],
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.stored, 1);
+    assert!(cache.get("b1").is_some());
+    assert!(
+        cache.get("a1").is_none(),
+        "the re-sent order was not stored"
+    );
+    let served = query.order_json("a1").await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<orders_domain::Order>(served.json()).unwrap(),
+        a,
+        "the stored order, not the re-sent one"
+    );
+}
