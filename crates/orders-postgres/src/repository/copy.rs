@@ -51,6 +51,9 @@ impl CopyRows {
     pub(super) async fn row(&mut self, fields: i16) -> Result<(), tokio_postgres::Error> {
         if self.buf.len() >= CHUNK {
             let chunk = self.buf.split().freeze();
+            // A whole new buffer at once: what `split` leaves is the old one's spare tail, and
+            // growing from it allocates twice per chunk and copies the first half.
+            self.buf.reserve(CHUNK + 4096);
             self.sink.send(chunk).await?;
         }
         self.buf.put_i16(fields);
