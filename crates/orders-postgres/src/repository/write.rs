@@ -1,5 +1,6 @@
-//! The batch transaction: offsets by compare-and-set first, then orders, their children
-//! by binary `COPY`, and rejections.
+//! The batch transaction: orders, their children by binary `COPY`, rejections, and the
+//! offsets by compare-and-set (last when the orders go in by COPY, first when by INSERT; see
+//! [`advance_offsets`]).
 
 use std::collections::HashSet;
 
@@ -428,6 +429,7 @@ pub(super) async fn store_batch(
     let repeats_a_uid = sorted
         .windows(2)
         .any(|w| w[0].order.order_uid == w[1].order.order_uid);
+    let mut copy_met_a_uid = false;
     if !repeats_a_uid && copy.should_try() {
         match attempt(client, batch, &sorted, notify, OrdersBy::Copy).await {
             Ok(outcome) => return Ok(outcome),
@@ -437,12 +439,21 @@ pub(super) async fn store_batch(
                     topic = %batch.topic,
                     "a uid of the batch is already stored; storing it again by INSERT"
                 );
-                copy.conflicted();
+                copy_met_a_uid = true;
             }
         }
     }
     match attempt(client, batch, &sorted, notify, OrdersBy::Insert).await {
-        Ok(outcome) => Ok(outcome),
+        Ok(outcome) => {
+            // The next batches go to the INSERT only when this one really met stored uids (a
+            // replayed topic). A COPY moves the offsets last, so a fenced writer's COPY can
+            // meet the uids of the batch that fenced it; its INSERT is then fenced and ends
+            // here as an error, and this process's other partitions keep the COPY.
+            if copy_met_a_uid && !outcome.duplicates.is_empty() {
+                copy.conflicted();
+            }
+            Ok(outcome)
+        }
         Err(Attempt::Failed(e)) => Err(e),
         Err(Attempt::UidTaken) => Err(RepositoryError::Unavailable {
             context: "inserting orders: unique violation despite ON CONFLICT".into(),
@@ -681,4 +692,84 @@ async fn attempt(
         .await
         .map_err(|e| map_pg("committing a batch", e))?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use orders_domain::sample::generated_order;
+    use orders_domain::{
+        AcceptedOrder, OrderRepository, PartitionOffset, Position, RepositoryError, StoreBatch,
+    };
+
+    use crate::PgRepository;
+    use crate::testing::create_test_database;
+
+    /// A batch of `uids` (each `generated_order(uid, 0, 1)`) moving partition 0 from
+    /// `expected` to `next`.
+    fn batch(uids: &[&str], expected: Option<i64>, next: i64) -> StoreBatch {
+        let orders = uids
+            .iter()
+            .enumerate()
+            .map(|(i, uid)| {
+                let order = generated_order(uid, 0, 1);
+                AcceptedOrder {
+                    payload: order.to_json_bytes().unwrap(),
+                    order,
+                    position: Position {
+                        topic: "t".into(),
+                        partition: 0,
+                        offset: expected.unwrap_or(0) + i as i64,
+                    },
+                }
+            })
+            .collect();
+        StoreBatch {
+            topic: "t".into(),
+            orders,
+            offsets: vec![PartitionOffset {
+                partition: 0,
+                next_offset: next,
+                expected,
+                mark: None,
+                lease_epoch: None,
+            }],
+            ..StoreBatch::default()
+        }
+    }
+
+    fn inserting(repo: &PgRepository) -> u32 {
+        repo.orders_copy.insert_batches_left.load(Relaxed)
+    }
+
+    /// Only a batch that really meets stored uids (a replayed topic) sends the next batches
+    /// to the INSERT. A fenced writer's COPY meeting the uids of the batch that fenced it must
+    /// not: it stores nothing, and the process's other partitions would pay for it.
+    #[tokio::test]
+    async fn only_a_stored_uid_met_by_a_committed_batch_pauses_the_copy() {
+        let repo = PgRepository::connect(&create_test_database().await)
+            .await
+            .unwrap();
+        repo.store_batch(&batch(&["a"], None, 1)).await.unwrap();
+        assert_eq!(inserting(&repo), 0);
+
+        // Stale: it read no offset, and its first uid is stored.
+        let stale = repo.store_batch(&batch(&["a", "b"], None, 2)).await;
+        assert!(
+            matches!(stale, Err(RepositoryError::Fenced { .. })),
+            "{stale:?}"
+        );
+        assert_eq!(inserting(&repo), 0, "a fenced batch changes nothing");
+
+        // In turn, from where the partition is: `a` is a duplicate, `b` is new.
+        let outcome = repo
+            .store_batch(&batch(&["a", "b"], Some(1), 3))
+            .await
+            .unwrap();
+        assert_eq!(outcome.stored, vec!["b0".to_owned()]);
+        assert_eq!(inserting(&repo), super::INSERT_AFTER_CONFLICT);
+    }
 }
