@@ -200,7 +200,10 @@ impl IngestService {
         orders: &mut Vec<AcceptedOrder>,
         rejections: &mut Vec<Rejection>,
     ) {
-        let mut seen = HashSet::with_capacity(orders.len());
+        // foldhash, seeded per process: uids come from producers, and SipHash cost as much as
+        // the rest of this check.
+        let mut seen =
+            HashSet::with_capacity_and_hasher(orders.len(), foldhash::fast::RandomState::default());
         let repeats: Vec<usize> = orders
             .iter()
             .enumerate()
