@@ -14,7 +14,7 @@ use validator::Validate;
 use crate::unknown::Extra;
 
 use crate::validation::{
-    validate_currency, validate_email, validate_order_uid, validate_phone, validate_token,
+    text_len, validate_currency, validate_email, validate_order_uid, validate_phone, validate_token,
 };
 
 /// One order with its delivery, payment and items.
@@ -37,7 +37,8 @@ pub struct Order {
     #[validate(length(min = 1, max = 64), custom(function = "validate_token"))]
     #[schemars(regex(pattern = r"^[!-~]*$"))]
     pub track_number: String,
-    #[validate(length(min = 1, max = 32))]
+    #[validate(custom(function = "text_len::<1, 32>"))]
+    #[schemars(length(min = 1, max = 32))]
     pub entry: String,
     #[validate(nested)]
     pub delivery: Delivery,
@@ -46,16 +47,21 @@ pub struct Order {
     #[validate(length(min = 1, max = 1000), nested)]
     #[serde(deserialize_with = "items_presized")]
     pub items: Vec<Item>,
-    #[validate(length(min = 1, max = 16))]
+    #[validate(custom(function = "text_len::<1, 16>"))]
+    #[schemars(length(min = 1, max = 16))]
     pub locale: String,
     /// May be empty.
-    #[validate(length(max = 256))]
+    #[validate(custom(function = "text_len::<0, 256>"))]
+    #[schemars(length(max = 256))]
     pub internal_signature: String,
-    #[validate(length(min = 1, max = 128))]
+    #[validate(custom(function = "text_len::<1, 128>"))]
+    #[schemars(length(min = 1, max = 128))]
     pub customer_id: String,
-    #[validate(length(min = 1, max = 64))]
+    #[validate(custom(function = "text_len::<1, 64>"))]
+    #[schemars(length(min = 1, max = 64))]
     pub delivery_service: String,
-    #[validate(length(min = 1, max = 16))]
+    #[validate(custom(function = "text_len::<1, 16>"))]
+    #[schemars(length(min = 1, max = 16))]
     pub shardkey: String,
     #[validate(range(min = 0))]
     pub sm_id: i64,
@@ -64,7 +70,8 @@ pub struct Order {
     #[schemars(schema_with = "date_time_schema")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime, example = "2021-11-26T06:22:19Z"))]
     pub date_created: DateTime<Utc>,
-    #[validate(length(min = 1, max = 16))]
+    #[validate(custom(function = "text_len::<1, 16>"))]
+    #[schemars(length(min = 1, max = 16))]
     pub oof_shard: String,
     /// Fields the model does not know (policy `keep`), written back in place.
     #[serde(flatten, skip_deserializing)]
@@ -78,18 +85,23 @@ pub struct Order {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Delivery {
-    #[validate(length(min = 1, max = 256))]
+    #[validate(custom(function = "text_len::<1, 256>"))]
+    #[schemars(length(min = 1, max = 256))]
     pub name: String,
     #[validate(custom(function = "validate_phone"))]
     #[schemars(regex(pattern = r"^\+[0-9]{5,20}$"))]
     pub phone: String,
-    #[validate(length(min = 1, max = 32))]
+    #[validate(custom(function = "text_len::<1, 32>"))]
+    #[schemars(length(min = 1, max = 32))]
     pub zip: String,
-    #[validate(length(min = 1, max = 128))]
+    #[validate(custom(function = "text_len::<1, 128>"))]
+    #[schemars(length(min = 1, max = 128))]
     pub city: String,
-    #[validate(length(min = 1, max = 512))]
+    #[validate(custom(function = "text_len::<1, 512>"))]
+    #[schemars(length(min = 1, max = 512))]
     pub address: String,
-    #[validate(length(min = 1, max = 128))]
+    #[validate(custom(function = "text_len::<1, 128>"))]
+    #[schemars(length(min = 1, max = 128))]
     pub region: String,
     #[validate(length(min = 3, max = 254), custom(function = "validate_email"))]
     #[schemars(email)]
@@ -106,22 +118,26 @@ pub struct Delivery {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Payment {
-    #[validate(length(min = 1, max = 128))]
+    #[validate(custom(function = "text_len::<1, 128>"))]
+    #[schemars(length(min = 1, max = 128))]
     pub transaction: String,
     /// May be empty.
-    #[validate(length(max = 128))]
+    #[validate(custom(function = "text_len::<0, 128>"))]
+    #[schemars(length(max = 128))]
     pub request_id: String,
     #[validate(custom(function = "validate_currency"))]
     #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: String,
-    #[validate(length(min = 1, max = 64))]
+    #[validate(custom(function = "text_len::<1, 64>"))]
+    #[schemars(length(min = 1, max = 64))]
     pub provider: String,
     #[validate(range(min = 0))]
     pub amount: i64,
     /// Unix seconds.
     #[validate(range(min = 0))]
     pub payment_dt: i64,
-    #[validate(length(min = 1, max = 64))]
+    #[validate(custom(function = "text_len::<1, 64>"))]
+    #[schemars(length(min = 1, max = 64))]
     pub bank: String,
     #[validate(range(min = 0))]
     pub delivery_cost: i64,
@@ -143,24 +159,29 @@ pub struct Payment {
 pub struct Item {
     #[validate(range(min = 0))]
     pub chrt_id: i64,
-    #[validate(length(min = 1, max = 64))]
+    #[validate(custom(function = "text_len::<1, 64>"))]
+    #[schemars(length(min = 1, max = 64))]
     pub track_number: String,
     #[validate(range(min = 0))]
     pub price: i64,
-    #[validate(length(min = 1, max = 128))]
+    #[validate(custom(function = "text_len::<1, 128>"))]
+    #[schemars(length(min = 1, max = 128))]
     pub rid: String,
-    #[validate(length(min = 1, max = 256))]
+    #[validate(custom(function = "text_len::<1, 256>"))]
+    #[schemars(length(min = 1, max = 256))]
     pub name: String,
     /// Discount in percent.
     #[validate(range(min = 0, max = 100))]
     pub sale: i32,
-    #[validate(length(min = 1, max = 32))]
+    #[validate(custom(function = "text_len::<1, 32>"))]
+    #[schemars(length(min = 1, max = 32))]
     pub size: String,
     #[validate(range(min = 0))]
     pub total_price: i64,
     #[validate(range(min = 0))]
     pub nm_id: i64,
-    #[validate(length(min = 1, max = 256))]
+    #[validate(custom(function = "text_len::<1, 256>"))]
+    #[schemars(length(min = 1, max = 256))]
     pub brand: String,
     #[validate(range(min = 0))]
     pub status: i32,
