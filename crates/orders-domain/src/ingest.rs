@@ -214,17 +214,24 @@ impl IngestService {
         if repeats.is_empty() {
             return;
         }
-        for i in repeats.into_iter().rev() {
-            let repeat = orders.remove(i);
+        // One pass that moves each order once: removing the repeats one by one would move the
+        // rest of the vector each time, quadratic in a batch a producer filled with one uid.
+        let decoded = std::mem::replace(orders, Vec::with_capacity(orders.len() - repeats.len()));
+        let mut repeats = repeats.into_iter().peekable();
+        for (i, accepted) in decoded.into_iter().enumerate() {
+            if repeats.next_if_eq(&i).is_none() {
+                orders.push(accepted);
+                continue;
+            }
             rejections.push(
                 Rejection::new(
-                    repeat.position,
+                    accepted.position,
                     RejectReason::Duplicate,
                     &format!(
                         "order_uid {:?} already in this batch",
-                        repeat.order.order_uid
+                        accepted.order.order_uid
                     ),
-                    Some(repeat.payload),
+                    Some(accepted.payload),
                 )
                 .cap_payload(self.rejected_payload_max_bytes),
             );
