@@ -260,9 +260,9 @@ impl IngestService {
                 offset = r.position.offset, reason = %r.reason, detail = %r.detail,
                 "message rejected");
         }
-        // The cache only ever sees committed orders. A batch's uids are unique (see
-        // `prepare`), so when as many were stored as it has, all of them were: the common
-        // case, which then looks up none of them.
+        // The cache only ever sees committed orders. The repository stores each uid once, so
+        // as many stored uids as the batch has orders means every order was stored: the
+        // common case, which then looks up none of them.
         let stored: Option<HashSet<&str>> = (outcome.stored.len() != batch.orders.len())
             .then(|| outcome.stored.iter().map(String::as_str).collect());
         for accepted in batch.orders.iter().filter(|a| {
