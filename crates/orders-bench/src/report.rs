@@ -85,7 +85,7 @@ pub(crate) fn markdown(r: &Results) -> String {
         );
         let _ = writeln!(
             s,
-            "| variant | orders | orders/s | rows/s | vs COPY ({} streams) |",
+            "| variant | orders | orders/s | rows/s | median rate / COPY's ({} streams) |",
             k.streams
         );
         let _ = writeln!(s, "|---|---:|---:|---:|---:|");
@@ -124,14 +124,6 @@ pub(crate) fn markdown(r: &Results) -> String {
                 rate.orders_per_sec() / limit
             );
         }
-        let _ = writeln!(
-            s,
-            "\nOurs = **{:.1}x naive**, **{:.2} of the COPY limit** ({} streams), {:.2} of 1-stream COPY.\n",
-            k.ours.orders_per_sec() / k.naive.orders_per_sec(),
-            k.ours.orders_per_sec() / limit,
-            k.streams,
-            k.ours.orders_per_sec() / k.copy_1.orders_per_sec()
-        );
         let spread = |v: &[f64]| {
             let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -140,9 +132,22 @@ pub(crate) fn markdown(r: &Results) -> String {
         };
         let _ = writeln!(
             s,
-            "Per round (the database settled before each variant, the first variant rotating): \
-             ours / COPY = {}; as a replica / ours = {}.\n",
+            "\nOurs = **{:.2} of the COPY limit** ({} streams; the median of the rounds' ratios, \
+             each of ours and COPY run back to back: {}), {:.1}x naive, {:.2} of 1-stream COPY \
+             (median rates). The ratio of the two median rates is {:.2}.\n",
+            k.ours_vs_copy(),
+            k.streams,
             spread(&k.ours_vs_copy_runs),
+            k.ours.orders_per_sec() / k.naive.orders_per_sec(),
+            k.ours.orders_per_sec() / k.copy_1.orders_per_sec(),
+            k.ours.orders_per_sec() / limit,
+        );
+        let _ = writeln!(
+            s,
+            "Each round runs COPY (1 stream), COPY ({} streams), ours, ours as a replica and \
+             naive, on the database settled before each, in that order or (odd rounds) the \
+             reverse. As a replica / ours per round: {}.\n",
+            k.streams,
             spread(&k.replica_vs_ours_runs),
         );
         let (ours_pg, ours_client) = crate::sink::cpu_us_per_order(&k.ours_cpu, k.ours.orders);
@@ -155,8 +160,9 @@ pub(crate) fn markdown(r: &Results) -> String {
         );
         let _ = writeln!(
             s,
-            "As a replica (lease check + NOTIFY in each batch): **{:.3} of ours** (medians).\n",
-            k.replica.orders_per_sec() / k.ours.orders_per_sec()
+            "As a replica (lease check + NOTIFY in each batch): **{:.3} of ours** (the median of \
+             the rounds' ratios).\n",
+            k.replica_vs_ours()
         );
         let p = &k.profile;
         let _ = writeln!(

@@ -48,7 +48,8 @@ pub(crate) struct SinkResults {
     /// its new orders announced to the other replicas (NOTIFY).
     pub(crate) replica: Rate,
     pub(crate) naive: Rate,
-    /// Per round: ours' rate over COPY's (n streams), in round order.
+    /// Per round: ours' rate over COPY's (n streams), in round order. Their median is the
+    /// headline ([`SinkResults::ours_vs_copy`]).
     pub(crate) ours_vs_copy_runs: Vec<f64>,
     /// Per round: the replica's rate over ours'.
     pub(crate) replica_vs_ours_runs: Vec<f64>,
@@ -137,6 +138,20 @@ pub(crate) struct Profile {
     pub(crate) prepare_secs: f64,
     /// Summed over streams: `store` (repository transaction + cache insert).
     pub(crate) store_secs: f64,
+}
+
+impl SinkResults {
+    /// Ours / COPY (n streams): the median of the rounds' ratios, each of two runs back to back.
+    /// Not the ratio of the two median rates, which may take them from different rounds, and so
+    /// compare runs made at different speeds of a shared machine.
+    pub(crate) fn ours_vs_copy(&self) -> f64 {
+        median(&self.ours_vs_copy_runs)
+    }
+
+    /// The replica / ours, as [`Self::ours_vs_copy`].
+    pub(crate) fn replica_vs_ours(&self) -> f64 {
+        median(&self.replica_vs_ours_runs)
+    }
 }
 
 impl Profile {
@@ -247,13 +262,26 @@ enum Variant {
 }
 
 impl Variant {
-    const ALL: [Self; 5] = [
-        Self::CopyN,
+    /// A round's order; odd rounds run it backwards. Ours sits between the two variants it is
+    /// compared with (COPY, n streams, and the replica), so each comparison is of two runs back
+    /// to back, and which of the pair goes first alternates. The machine's speed drifts from
+    /// one round to the next (PostgreSQL's CPU for the same COPY moved by up to a third between
+    /// rounds of one run), much less within a pair.
+    const ROUND: [Self; 5] = [
         Self::Copy1,
+        Self::CopyN,
         Self::Ours,
         Self::Replica,
         Self::Naive,
     ];
+
+    fn round(round: usize) -> [Self; 5] {
+        let mut order = Self::ROUND;
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        order
+    }
 }
 
 pub(crate) struct SinkOptions {
@@ -287,12 +315,8 @@ pub(crate) async fn run(
     // Per round, ours / COPY (n streams) and the replica / ours: the spread beside the medians.
     let (mut ours_vs_copy, mut replica_vs_ours) = (Vec::new(), Vec::new());
     for round in 0..opts.repeat {
-        // Which variant goes first moves on each round, so none always runs in the wake of
-        // another's WAL.
-        let mut order = Variant::ALL;
-        order.rotate_left(round % Variant::ALL.len());
         let (mut ours_secs, mut copy_secs, mut replica_secs) = (0.0, 0.0, 0.0);
-        for variant in order {
+        for variant in Variant::round(round) {
             db::settle(admin).await?;
             tracing::info!(round, ?variant, "sink path");
             let db = BenchDb::create(admin).await?;
