@@ -442,3 +442,27 @@ fn profile(data: &Dataset, run: &SinkRun) -> Profile {
         store_secs: run.store.as_secs_f64(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Variant;
+
+    /// Every round runs each variant once, ours right beside COPY (n streams) and the replica
+    /// (the two it is compared with), and which of each pair goes first alternates.
+    #[test]
+    fn ours_runs_beside_the_variants_it_is_compared_with_and_the_first_of_each_pair_alternates() {
+        let at = |order: &[Variant], v: Variant| order.iter().position(|&x| x == v).unwrap();
+        for round in 0..4 {
+            let order = Variant::round(round);
+            for v in Variant::ROUND {
+                assert_eq!(order.iter().filter(|&&x| x == v).count(), 1, "{v:?} once");
+            }
+            let ours = at(&order, Variant::Ours);
+            for pair in [Variant::CopyN, Variant::Replica] {
+                assert_eq!(at(&order, pair).abs_diff(ours), 1, "{pair:?} beside ours");
+            }
+            let copy_first = at(&order, Variant::CopyN) < ours;
+            assert_eq!(copy_first, round % 2 == 0, "round {round}");
+        }
+    }
+}
