@@ -5,7 +5,7 @@ set -euo pipefail
 LOG_TAG=broker-down
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PID_FILE="$LOCAL_DIR/tansu/tansu.pid"
+PID_FILE="${ORDERS_TANSU_DIR:-$LOCAL_DIR/tansu}/tansu.pid"
 parse_broker
 
 if ! pid_alive "$PID_FILE" tansu && port_open "$BROKER_HOST" "$BROKER_PORT"; then

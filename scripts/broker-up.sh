@@ -7,11 +7,12 @@
 # Environment (defaults; config.env at the repo root may set them):
 #   KAFKA_BROKER=localhost:9092 KAFKA_TOPIC=orders KAFKA_PARTITIONS=3
 #   ORDERS_TOOLS_DIR=$HOME/.cache/orders/tools (where install_tansu in lib.sh puts tansu)
+#   ORDERS_TANSU_DIR=.local/tansu (its data, log and pid file)
 set -euo pipefail
 LOG_TAG=broker-up
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TANSU_DIR="$LOCAL_DIR/tansu"
+TANSU_DIR="${ORDERS_TANSU_DIR:-$LOCAL_DIR/tansu}"
 PID_FILE="$TANSU_DIR/tansu.pid"
 LOG_FILE="$TANSU_DIR/tansu.log"
 PARTITIONS="${KAFKA_PARTITIONS:-3}"
@@ -54,31 +55,13 @@ install_tansu
 
 mkdir -p "$TANSU_DIR/data"
 url="tcp://$LISTEN_IP:$BROKER_PORT"
-log "starting tansu $TANSU_VERSION at $url (data: .local/tansu/data, log: .local/tansu/tansu.log)"
+log "starting tansu $TANSU_VERSION at $url (data: ${TANSU_DIR#"$ROOT"/}/data, log: ${LOG_FILE#"$ROOT"/})"
 printf '=== %s: starting tansu at %s\n' "$(date -Is)" "$url" >> "$LOG_FILE"
 # From the data folder's parent: tansu takes sqlite:// paths relative to its cwd.
-# setsid: its own session, so a Ctrl-C meant for a foreground command spares it.
-(
-  cd "$TANSU_DIR"
-  NO_COLOR=1 setsid nohup "$TANSU" broker \
-    --listener-url "$url" \
-    --advertised-listener-url "$url" \
-    --storage-engine "sqlite://data/tansu.db" \
-    >> "$LOG_FILE" 2>&1 < /dev/null &
-  echo $! > "$PID_FILE"
-)
-
-start=$SECONDS
-until port_open "$LISTEN_IP" "$BROKER_PORT"; do
-  if ! pid_alive "$PID_FILE" tansu; then
-    tail -n 30 "$LOG_FILE" >&2
-    die "tansu exited during start-up (log: $LOG_FILE)"
-  fi
-  if (( SECONDS - start >= 30 )); then
-    tail -n 30 "$LOG_FILE" >&2
-    die "tansu did not accept connections at $url within 30 s (log: $LOG_FILE)"
-  fi
-  sleep 0.2
-done
-log "tansu accepts connections at $BROKER_HOST:$BROKER_PORT (pid $(cat "$PID_FILE"))"
+spawn_daemon "$TANSU_DIR" "$PID_FILE" "$LOG_FILE" env NO_COLOR=1 "$TANSU" broker \
+  --listener-url "$url" \
+  --advertised-listener-url "$url" \
+  --storage-engine "sqlite://data/tansu.db"
+await_listen tansu "$SPAWNED_PID" "$LISTEN_IP" "$BROKER_PORT" "$LOG_FILE"
+log "tansu accepts connections at $BROKER_HOST:$BROKER_PORT (pid $SPAWNED_PID)"
 ensure_topic

@@ -29,17 +29,19 @@ else
   step "starting the service in the background (log: .local/orders.log)"
   mkdir -p "$LOCAL_DIR"
   printf '=== %s: demo starts orders\n' "$(date -Is)" >> "$SERVICE_LOG"
-  setsid nohup "$BIN/orders" --create-topic >> "$SERVICE_LOG" 2>&1 < /dev/null &
-  echo $! > "$PID_FILE"
+  spawn_daemon "$ROOT" "$PID_FILE" "$SERVICE_LOG" "$BIN/orders" --create-topic
   started=1
   trap '"$ROOT/scripts/stop.sh"' EXIT
 fi
 
 start=$SECONDS
 until curl -fsS -o /dev/null "$BASE/readyz" 2>/dev/null; do
-  if (( started )) && ! pid_alive "$PID_FILE" "/orders --create-topic"; then
+  # kill -0, not pid_alive: until the child has exec'd, its command line is this script's.
+  if (( started )) && ! kill -0 "$SPAWNED_PID" 2>/dev/null; then
+    rc=0
+    wait "$SPAWNED_PID" 2>/dev/null || rc=$?
     tail -n 30 "$SERVICE_LOG" >&2
-    die "the service exited during start-up (log: $SERVICE_LOG)"
+    die "the service exited during start-up with $(exit_status_text "$rc") (log: $SERVICE_LOG)"
   fi
   if (( SECONDS - start >= 60 )); then
     tail -n 30 "$SERVICE_LOG" >&2

@@ -134,6 +134,51 @@ pid_alive() {
   tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern"
 }
 
+# spawn_daemon dir pidfile logfile command...: starts command in dir as a daemon (its own session,
+# so a Ctrl-C meant for a foreground command spares it; stdin /dev/null; output appended to
+# logfile) and writes its pid to pidfile and SPAWNED_PID. The pid is the command's own: the
+# background subshell execs into setsid, setsid into nohup, nohup into the command (setsid forks
+# only in a process-group leader, which a background job of a script is not). It stays a child of
+# this shell, so await_listen can tell how it exited.
+spawn_daemon() {
+  local dir="$1" pidfile="$2" logfile="$3"
+  shift 3
+  (cd "$dir" && exec setsid nohup "$@" >> "$logfile" 2>&1 < /dev/null) &
+  SPAWNED_PID=$!
+  printf '%s\n' "$SPAWNED_PID" > "$pidfile"
+}
+
+# exit_status_text rc: "exit code N", or "signal NAME" for a death by signal (rc > 128).
+exit_status_text() {
+  local rc="$1" sig
+  if (( rc > 128 )) && sig="$(kill -l "$((rc - 128))" 2>/dev/null)"; then
+    printf 'signal %s (%s)' "$((rc - 128))" "SIG$sig"
+  else
+    printf 'exit code %s' "$rc"
+  fi
+}
+
+# await_listen what pid host port logfile [limit_seconds]: waits until host:port accepts
+# connections. If the process (a child of this shell, from spawn_daemon) exits first, or the limit
+# (30 s) passes, prints the log's tail and dies, saying how the process ended.
+# Liveness is kill -0, never pid_alive: until the background child has exec'd, its
+# /proc/PID/cmdline is still this script's, so a pattern match can fail on a healthy start.
+await_listen() {
+  local what="$1" pid="$2" host="$3" port="$4" logfile="$5" limit="${6:-30}" start=$SECONDS rc=0
+  until port_open "$host" "$port"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || rc=$?
+      tail -n 30 "$logfile" >&2
+      die "$what exited during start-up with $(exit_status_text "$rc") (log: $logfile)"
+    fi
+    if (( SECONDS - start >= limit )); then
+      tail -n 30 "$logfile" >&2
+      die "$what (pid $pid) did not accept connections at $host:$port within $limit s (log: $logfile)"
+    fi
+    sleep 0.2
+  done
+}
+
 # stop_pidfile file pattern what: TERM the process, wait up to 15 s, then KILL.
 stop_pidfile() {
   local pidfile="$1" pattern="$2" what="$3" pid i

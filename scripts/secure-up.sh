@@ -151,25 +151,13 @@ start_tansu() {
   mkdir -p "$dir/data"
   printf '=== %s: starting tansu at 127.0.0.1:%s advertising localhost:%s %s\n' \
     "$(date -Is)" "$port" "$advertised" "$*" >> "$log_file"
-  (
-    cd "$dir"
-    # Its settings are flags only: tansu also reads LISTENER_URL and friends from the environment.
-    NO_COLOR=1 setsid nohup env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE \
-      -u CLUSTER_ID "$TANSU" broker \
-      --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://localhost:$advertised" \
-      --storage-engine "sqlite://data/tansu.db" "$@" \
-      >> "$log_file" 2>&1 < /dev/null &
-    echo $! > "$pid_file"
-  )
-  local start=$SECONDS
-  until port_open 127.0.0.1 "$port"; do
-    # kill -0, not pid_alive: while setsid/nohup/env exec into tansu, /proc/PID/cmdline can
-    # read empty for a moment.
-    kill -0 "$(cat "$pid_file")" 2>/dev/null || { tail -n 20 "$log_file" >&2; die "tansu $name exited during start-up (log: $log_file)"; }
-    (( SECONDS - start < 30 )) || die "tansu $name did not listen on 127.0.0.1:$port within 30 s (log: $log_file)"
-    sleep 0.2
-  done
+  # Its settings are flags only: tansu also reads LISTENER_URL and friends from the environment.
+  spawn_daemon "$dir" "$pid_file" "$log_file" env -u LISTENER_URL \
+    -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE -u CLUSTER_ID NO_COLOR=1 "$TANSU" broker \
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://localhost:$advertised" \
+    --storage-engine "sqlite://data/tansu.db" "$@"
+  await_listen "tansu $name" "$SPAWNED_PID" 127.0.0.1 "$port" "$log_file"
 }
 
 # ensure_tansu name listen_port advertised_port auth(0|1)
