@@ -116,7 +116,13 @@ async fn keep_stores_unknown_fields_once_and_serves_them_back_from_cache_and_fro
     p.send(vec![Some(plain)]).await.unwrap();
     wait_count(&sql, "SELECT count(*) FROM orders", 2).await;
 
-    // From the cache: ingestion cached the committed order.
+    // From the cache: ingestion cached the committed order (on a task of its own, just after
+    // the commit).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache_stats(&app).await["size"] != 2 {
+        assert!(Instant::now() < deadline, "both orders cached");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let before = cache_stats(&app).await;
     let from_cache = order_body(&app, uid).await;
     let after = cache_stats(&app).await;

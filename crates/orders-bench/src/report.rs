@@ -173,8 +173,8 @@ pub(crate) fn markdown(r: &Results) -> String {
              | JSON decode + validation, all messages, 1 thread | {:.2} | {:.0}% |\n\
              | of which validation | {:.2} | {:.0}% |\n\
              | not on this path: the JSON each order's first read makes of its cached message, 1 thread | {:.2} | ({:.0}%) |\n\
-             | `prepare` summed over streams (wall) | {:.2} | |\n\
-             | `store` summed over streams (wall, mostly waiting on PostgreSQL) | {:.2} | |\n",
+             | `prepare` summed over streams (wall, on tasks beside the commits) | {:.2} | |\n\
+             | the commit summed over streams (wall, mostly waiting on PostgreSQL) | {:.2} | |\n",
             p.wall_secs,
             p.cpu_secs,
             p.decode_validate_secs,

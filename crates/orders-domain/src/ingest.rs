@@ -9,7 +9,7 @@ use crate::model::Order;
 use crate::order_json::{CachedOrder, ReceivedMessage};
 use crate::ports::{
     AcceptedOrder, Fence, FetchedBatch, OrderCache, OrderRepository, PartitionOffset, Position,
-    RecordMark, RejectedFilter, Rejection, StoreBatch,
+    RecordMark, RejectedFilter, Rejection, StoreBatch, StoreOutcome,
 };
 use crate::unknown::UnknownFields;
 use crate::validation::{DEFAULT_MAX_MESSAGE_BYTES, RejectReason, decode_order_with};
@@ -243,6 +243,18 @@ impl IngestService {
     /// Stores a prepared batch and, once committed, caches its new orders. Borrowed, so that
     /// a caller retrying after a transient failure does not copy the batch.
     pub async fn store(&self, batch: &StoreBatch) -> Result<IngestReport, RepositoryError> {
+        let (report, outcome) = self.store_uncached(batch).await?;
+        self.cache_stored(batch, &outcome);
+        Ok(report)
+    }
+
+    /// [`Self::store`] without the cache: the caller must pass the outcome to
+    /// [`Self::cache_stored`]. Lets a consumer start storing its next batch while this one's
+    /// orders go into the cache.
+    pub async fn store_uncached(
+        &self,
+        batch: &StoreBatch,
+    ) -> Result<(IngestReport, StoreOutcome), RepositoryError> {
         let outcome = self.repo.store_batch(batch).await?;
         let mut rejected: BTreeMap<RejectReason, usize> = BTreeMap::new();
         for r in &batch.rejections {
@@ -260,6 +272,16 @@ impl IngestService {
                 offset = r.position.offset, reason = %r.reason, detail = %r.detail,
                 "message rejected");
         }
+        let report = IngestReport {
+            stored: outcome.stored.len(),
+            rejected,
+            offsets: batch.offsets.clone(),
+        };
+        Ok((report, outcome))
+    }
+
+    /// Caches the orders of `batch` that `outcome` (its committed store) says are new.
+    pub fn cache_stored(&self, batch: &StoreBatch, outcome: &StoreOutcome) {
         // The cache only ever sees committed orders. The repository stores each uid once, so
         // as many stored uids as the batch has orders means every order was stored: the
         // common case, which then looks up none of them.
@@ -280,11 +302,6 @@ impl IngestService {
                 observer.stored_with_unknown_fields(&unknown_field_paths(&accepted.order));
             }
         }
-        Ok(IngestReport {
-            stored: outcome.stored.len(),
-            rejected,
-            offsets: batch.offsets.clone(),
-        })
     }
 
     /// `prepare` then `store`, from the partition's offset as stored now (for tools and tests;

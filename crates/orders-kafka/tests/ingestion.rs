@@ -28,6 +28,13 @@ async fn reference_order_reaches_postgres_and_the_query_use_case() {
     .unwrap();
     let consumer = start_consumer(&db.config, &broker, &topic).await;
     db.wait_count(ORDERS, 1, 60).await;
+    // Ingestion caches a committed batch's orders on a task of its own, just after the commit.
+    wait_until(
+        "the committed order is cached",
+        Duration::from_secs(10),
+        || consumer.cache.contains("b563feb7b2b84b6test"),
+    )
+    .await;
     let repo: Arc<dyn OrderRepository> = Arc::new(consumer.repo.clone());
     let query = QueryService::new(repo, consumer.cache.clone());
     let json = query.order_json("b563feb7b2b84b6test").await.unwrap();
@@ -369,4 +376,105 @@ async fn orders_the_database_refuses_are_isolated_and_recorded() {
         0
     );
     consumer.stop().await;
+}
+
+/// The real cache behind a gate: while it is closed, every insert waits.
+#[derive(Debug)]
+struct GatedCache {
+    inner: Arc<orders_cache::DashCache>,
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl GatedCache {
+    fn set_open(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.opened.notify_all();
+    }
+}
+
+/// Opens the gate when dropped, so that a failing test does not leave a thread waiting on it.
+struct OpenOnDrop(Arc<GatedCache>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.set_open(true);
+    }
+}
+
+impl OrderCache for GatedCache {
+    fn get(&self, order_uid: &str) -> Option<orders_domain::CachedOrder> {
+        self.inner.get(order_uid)
+    }
+    fn contains(&self, order_uid: &str) -> bool {
+        self.inner.contains(order_uid)
+    }
+    fn insert(&self, order_uid: &str, entry: orders_domain::CachedOrder) {
+        // block_in_place: the worker's other tasks move to another thread meanwhile (a task
+        // parked in its slot, such as a connection's, would otherwise wait with it).
+        tokio::task::block_in_place(|| {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        });
+        self.inner.insert(order_uid, entry);
+    }
+    fn resolve(&self, order_uid: &str, json: orders_domain::OrderJson) {
+        self.inner.resolve(order_uid, json);
+    }
+    fn stats(&self) -> orders_domain::CacheStats {
+        self.inner.stats()
+    }
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+    fn mark_warmed(&self, loaded: usize, took: Duration) {
+        self.inner.mark_warmed(loaded, took);
+    }
+}
+
+/// A committed batch's orders go into the cache beside the partition's next commit, not before
+/// it: a slow cache does not hold the database up. Once the consumer has stopped, every
+/// committed order is in the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_cache_does_not_hold_up_the_next_commit() {
+    let (broker, topic) = (broker(), unique_topic("slow-cache"));
+    let db = Db::new().await;
+    let p = producer(&broker, &topic).await;
+    let gated = Arc::new(GatedCache {
+        inner: Arc::new(orders_cache::DashCache::new(1_000)),
+        open: std::sync::Mutex::new(false),
+        opened: std::sync::Condvar::new(),
+    });
+    let _open_at_the_end = OpenOnDrop(gated.clone());
+    let consumer =
+        start_consumer_caching_through(&db.config, kafka_config(&broker, &topic), None, |_| {
+            gated.clone()
+        })
+        .await;
+    let order = |n: u64| {
+        let o = orders_domain::sample::generated_order("gated-", n, 1);
+        Some(serde_json::to_vec(&o).unwrap())
+    };
+    // Two batches of one partition, the second sent once the first is committed.
+    p.send_to(0, vec![order(1)]).await.unwrap();
+    db.wait_count(ORDERS, 1, 60).await;
+    p.send_to(0, vec![order(2)]).await.unwrap();
+    db.wait_count(ORDERS, 2, 30).await;
+    assert!(
+        !gated.inner.contains("gated-1") && !gated.inner.contains("gated-2"),
+        "the gate held both fills"
+    );
+
+    gated.set_open(true);
+    consumer.stop().await;
+    assert!(
+        gated.inner.contains("gated-1"),
+        "filled before the stop ended"
+    );
+    assert!(
+        gated.inner.contains("gated-2"),
+        "filled before the stop ended"
+    );
 }

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use orders_domain::{
     Chain, Fence, FetchedBatch, IngestService, OrderSource, PartitionLeases, Position, RecordMark,
-    RejectReason, Rejection, RepositoryError, SourceError, StartOffset, StoreBatch,
+    RejectReason, Rejection, RepositoryError, SourceError, StartOffset, StoreBatch, StoreOutcome,
 };
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 mod leased;
@@ -339,16 +339,34 @@ impl Consumer {
         epoch: Option<i64>,
         mut shutdown: watch::Receiver<bool>,
     ) -> PartitionEnd {
+        let mut fills = CacheFills::default();
+        let end = self
+            .consume_partition(partition, epoch, &mut fills, &mut shutdown)
+            .await;
+        // The partition's committed orders are all in the cache before it is given up.
+        fills.wait().await;
+        end
+    }
+
+    async fn consume_partition(
+        &self,
+        partition: i32,
+        epoch: Option<i64>,
+        fills: &mut CacheFills,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> PartitionEnd {
         let label = partition.to_string();
         'resolve: loop {
-            let Some((mut offset, mut committed)) =
-                self.resolve_start(partition, &mut shutdown).await
+            let Some((mut offset, mut committed)) = self.resolve_start(partition, shutdown).await
             else {
                 return PartitionEnd::Stopped;
             };
             let mut backoff = Backoff::new(&self.config);
             // The fetch of the next batch, started while the previous one was being stored.
             let mut ahead: Option<Fetch<'_>> = None;
+            // The batch `ahead` holds, prepared (decoded, validated) on another task while the
+            // previous batch was stored, so that the database waits less between batches.
+            let mut ahead_prepared: Option<JoinHandle<StoreBatch>> = None;
             loop {
                 let fetch = ahead
                     .take()
@@ -372,7 +390,7 @@ impl Consumer {
                                 expected: committed,
                                 lease_epoch: epoch,
                             };
-                            match self.pass_undecodable(bad, fence, &mut shutdown).await {
+                            match self.pass_undecodable(bad, fence, shutdown).await {
                                 Committed::Stored => {
                                     offset = bad.last_offset.saturating_add(1);
                                     committed = Some(offset);
@@ -397,12 +415,13 @@ impl Consumer {
                         }
                         tracing::warn!(offset, error = %chain(&e), "fetch failed; retrying");
                         self.count_error("broker");
-                        if !pause(backoff.next(), &mut shutdown).await {
+                        if !pause(backoff.next(), shutdown).await {
                             return PartitionEnd::Stopped;
                         }
                         continue;
                     }
                 };
+                let prepared_early = ahead_prepared.take();
                 backoff.reset();
                 if let Some(m) = &self.metrics {
                     m.lag
@@ -427,12 +446,25 @@ impl Consumer {
                     expected: committed,
                     lease_epoch: epoch,
                 };
-                let store = self.store(batch, fence, &mut shutdown);
+                let store = self.store(batch, fence, prepared_early, fills, shutdown);
                 tokio::pin!(store);
                 let stored = loop {
                     tokio::select! {
                         ok = &mut store => break ok,
-                        r = &mut next_fetch, if next_result.is_none() => next_result = Some(r),
+                        r = &mut next_fetch, if next_result.is_none() => {
+                            if let Ok(b) = &r
+                                && !b.records.is_empty()
+                            {
+                                // Prepared for the fence it will have if this batch commits;
+                                // otherwise it is dropped with the fetch.
+                                let fence = Fence {
+                                    expected: Some(next),
+                                    lease_epoch: epoch,
+                                };
+                                ahead_prepared = Some(self.prepare_ahead(b.clone(), fence));
+                            }
+                            next_result = Some(r);
+                        }
                     }
                 };
                 match stored {
@@ -451,6 +483,14 @@ impl Consumer {
                 self.set_next_offset(&label, offset);
             }
         }
+    }
+
+    /// `IngestService::prepare` on a task of its own (a clone of the batch: its records are
+    /// shared buffers).
+    fn prepare_ahead(&self, batch: FetchedBatch, fence: Fence) -> JoinHandle<StoreBatch> {
+        let ingest = self.ingest.clone();
+        let topic = self.source.topic().to_owned();
+        tokio::spawn(async move { ingest.prepare(&topic, batch, fence) })
     }
 
     fn set_next_offset(&self, label: &str, offset: i64) {
@@ -515,7 +555,7 @@ impl Consumer {
         );
         let mut backoff = Backoff::new(&self.config);
         loop {
-            match self.commit(&prepared, &span, shutdown).await {
+            match self.commit(&prepared, &span, shutdown, |_| {}).await {
                 end @ (Committed::Stored
                 | Committed::Stopped
                 | Committed::Fenced
@@ -531,18 +571,25 @@ impl Consumer {
         }
     }
 
-    /// Commits one prepared batch, retrying transient failures.
+    /// Commits one prepared batch, retrying transient failures. `stored` gets the outcome of
+    /// the commit that succeeded.
     async fn commit(
         &self,
         prepared: &StoreBatch,
         span: &tracing::Span,
         shutdown: &mut watch::Receiver<bool>,
+        stored: impl FnOnce(StoreOutcome),
     ) -> Committed {
         let mut backoff = Backoff::new(&self.config);
         loop {
             let started = Instant::now();
-            match self.ingest.store(prepared).instrument(span.clone()).await {
-                Ok(report) => {
+            match self
+                .ingest
+                .store_uncached(prepared)
+                .instrument(span.clone())
+                .await
+            {
+                Ok((report, outcome)) => {
                     if let Some(m) = &self.metrics {
                         m.commit_seconds.observe(started.elapsed().as_secs_f64());
                         m.batches.inc();
@@ -554,6 +601,7 @@ impl Consumer {
                         }
                     }
                     tracing::debug!(parent: span, stored = report.stored, "batch committed");
+                    stored(outcome);
                     return Committed::Stored;
                 }
                 Err(RepositoryError::Fenced { .. }) => {
@@ -592,10 +640,16 @@ impl Consumer {
     /// `committed` is the stored offset the batch moves on from (its fence). Ends `Stored`,
     /// `Stopped` (shutdown during a retry wait) or `Fenced`; in the last two, the part of the
     /// batch not yet committed is dropped.
+    ///
+    /// `early`: the batch prepared ahead (for `fence`), if it was. The new orders of each
+    /// committed part go into the cache on a task of their own (`fills`), so that the next
+    /// batch's commit need not wait for them.
     async fn store(
         &self,
         batch: FetchedBatch,
         fence: Fence,
+        mut early: Option<JoinHandle<StoreBatch>>,
+        fills: &mut CacheFills,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Committed {
         let epoch = fence.lease_epoch;
@@ -612,15 +666,26 @@ impl Consumer {
                 records = batch.records.len(),
                 next_offset = batch.next_offset
             );
+            let part_fence = Fence {
+                expected: committed,
+                lease_epoch: epoch,
+            };
+            let ready = match early.take() {
+                Some(handle) => match handle.await {
+                    Ok(p) if fenced_as(&p, part_fence) => Some(p),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::error!(parent: &span, error = %e, "preparing the batch ahead failed; preparing it again");
+                        None
+                    }
+                },
+                None => None,
+            };
             let prepared = match &refused_detail {
-                None => self.ingest.prepare(
-                    self.source.topic(),
-                    batch.clone(),
-                    Fence {
-                        expected: committed,
-                        lease_epoch: epoch,
-                    },
-                ),
+                None => ready.unwrap_or_else(|| {
+                    self.ingest
+                        .prepare(self.source.topic(), batch.clone(), part_fence)
+                }),
                 Some(detail) => refused_store_batch(
                     self.source.topic(),
                     &batch,
@@ -631,8 +696,17 @@ impl Consumer {
                     },
                 ),
             };
-            match self.commit(&prepared, &span, shutdown).await {
-                Committed::Stored => committed = Some(batch.next_offset),
+            let mut outcome = None;
+            match self
+                .commit(&prepared, &span, shutdown, |o| outcome = Some(o))
+                .await
+            {
+                Committed::Stored => {
+                    committed = Some(batch.next_offset);
+                    if let Some(outcome) = outcome {
+                        fills.start(&self.ingest, prepared, outcome).await;
+                    }
+                }
                 end @ (Committed::Stopped | Committed::Fenced | Committed::LeaseLost) => {
                     return end;
                 }
@@ -657,6 +731,44 @@ impl Consumer {
             }
         }
         Committed::Stored
+    }
+}
+
+/// Whether `batch` was prepared for `fence` (a batch prepared ahead assumed the batch before
+/// it would commit).
+fn fenced_as(batch: &StoreBatch, fence: Fence) -> bool {
+    batch
+        .offsets
+        .iter()
+        .all(|o| o.expected == fence.expected && o.lease_epoch == fence.lease_epoch)
+}
+
+/// A partition's cache fill: the new orders of its last committed batch, put into the cache
+/// on a task of their own while the partition's next batch is stored. The cache only ever
+/// sees committed orders; a read that comes before its order's fill finds it in the database.
+#[derive(Default)]
+struct CacheFills(Option<JoinHandle<()>>);
+
+impl CacheFills {
+    /// Starts the fill of a committed batch, after the previous one has finished (it had the
+    /// whole commit to do so): fills never pile up.
+    async fn start(&mut self, ingest: &IngestService, batch: StoreBatch, outcome: StoreOutcome) {
+        self.wait().await;
+        if batch.orders.is_empty() {
+            return;
+        }
+        let ingest = ingest.clone();
+        self.0 = Some(tokio::spawn(async move {
+            ingest.cache_stored(&batch, &outcome);
+        }));
+    }
+
+    async fn wait(&mut self) {
+        if let Some(fill) = self.0.take()
+            && let Err(e) = fill.await
+        {
+            tracing::error!(error = %e, "caching a committed batch failed");
+        }
     }
 }
 

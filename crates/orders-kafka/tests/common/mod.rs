@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orders_cache::DashCache;
-use orders_domain::{IngestService, OrderSource};
+use orders_domain::{IngestService, OrderCache, OrderSource};
 use orders_kafka::{
     Consumer, ConsumerConfig, ConsumerMetrics, KafkaConfig, KafkaSource, OrderProducer,
 };
@@ -235,6 +235,17 @@ pub async fn start_consumer_with(
     kafka: KafkaConfig,
     metrics: Option<ConsumerMetrics>,
 ) -> RunningConsumer {
+    start_consumer_caching_through(db, kafka, metrics, |cache| cache).await
+}
+
+/// [`start_consumer_with`] whose ingestion reaches the cache through `through` (a wrapper of
+/// the real cache that the test controls).
+pub async fn start_consumer_caching_through(
+    db: &PgConfig,
+    kafka: KafkaConfig,
+    metrics: Option<ConsumerMetrics>,
+    through: impl FnOnce(Arc<DashCache>) -> Arc<dyn OrderCache>,
+) -> RunningConsumer {
     let repo = PgRepository::connect(&PgConfig {
         pool_size: 4,
         ..db.clone()
@@ -242,7 +253,7 @@ pub async fn start_consumer_with(
     .await
     .unwrap();
     let cache = Arc::new(DashCache::new(100_000));
-    let ingest = IngestService::new(Arc::new(repo.clone()), cache.clone());
+    let ingest = IngestService::new(Arc::new(repo.clone()), through(cache.clone()));
     let source: Arc<dyn OrderSource> = Arc::new(KafkaSource::connect(kafka).await.unwrap());
     let config = ConsumerConfig {
         discovery_interval: Duration::from_secs(1),
@@ -620,5 +631,14 @@ async fn pipe_requests(
                 return;
             }
         }
+    }
+}
+
+/// Polls `done` every 10 ms until it holds; panics with `what` after `within`.
+pub async fn wait_until(what: &str, within: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
