@@ -144,10 +144,9 @@ pub(crate) fn markdown(r: &Results) -> String {
         );
         let _ = writeln!(
             s,
-            "Each round runs COPY (1 stream), COPY ({} streams), ours, ours as a replica and \
-             naive, on the database settled before each, in that order or (odd rounds) the \
-             reverse. As a replica / ours per round: {}.\n",
-            k.streams,
+            "Each round runs {}, on the database settled before each, in that order or (odd \
+             rounds) the reverse. As a replica / ours per round: {}.\n",
+            crate::sink::round_in_words(k.streams),
             spread(&k.replica_vs_ours_runs),
         );
         let (ours_pg, ours_client) = crate::sink::cpu_us_per_order(&k.ours_cpu, k.ours.orders);

@@ -312,6 +312,26 @@ impl Variant {
         }
         order
     }
+
+    /// Its name in the report.
+    fn label(self, streams: usize) -> String {
+        match self {
+            Self::CopyN => format!("COPY ({streams} streams)"),
+            Self::Copy1 => "COPY (1 stream)".to_owned(),
+            Self::Ours => "ours".to_owned(),
+            Self::Replica => "ours as a replica".to_owned(),
+            Self::Naive => "naive".to_owned(),
+        }
+    }
+}
+
+/// [`Variant::ROUND`] in words, for the report: "A, B, … and E".
+pub(crate) fn round_in_words(streams: usize) -> String {
+    let labels: Vec<String> = Variant::ROUND.iter().map(|v| v.label(streams)).collect();
+    match labels.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => labels.concat(),
+    }
 }
 
 pub(crate) struct SinkOptions {
@@ -475,7 +495,16 @@ fn profile(data: &Dataset, run: &SinkRun) -> Profile {
 
 #[cfg(test)]
 mod tests {
-    use super::Variant;
+    use super::{Variant, round_in_words};
+
+    /// The report's sentence on the round order comes from the order itself.
+    #[test]
+    fn the_report_names_the_round_order_as_it_runs() {
+        assert_eq!(
+            round_in_words(3),
+            "COPY (1 stream), COPY (3 streams), ours, ours as a replica and naive"
+        );
+    }
 
     /// Every round runs each variant once, ours right beside COPY (n streams) and the replica
     /// (the two it is compared with), and which of each pair goes first alternates.
