@@ -4,6 +4,9 @@
 //! and port, so the shared broker is untouched. The stand-in is a real process on a real port:
 //! what is under test is how the scripts start, watch and stop it.
 
+mod common;
+
+use common::free_port;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,14 +14,6 @@ use std::time::{Duration, Instant};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A fresh directory holding `tools/bin/tansu` (the given shell script) and `tansu/`.

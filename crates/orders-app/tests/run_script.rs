@@ -4,6 +4,9 @@
 //! reference order, serve it, let a second `just run` reuse the running service, and stop
 //! gracefully on Ctrl-C (SIGINT to the process group, as a terminal sends it).
 
+mod common;
+
+use common::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -32,14 +35,6 @@ fn bin_dir() -> PathBuf {
         assert!(status.success(), "cargo build --bin orders-producer failed");
     }
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `scripts/run.sh` in its own process group, output appended to `log`.

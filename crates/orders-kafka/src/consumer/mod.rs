@@ -339,7 +339,7 @@ impl Consumer {
         epoch: Option<i64>,
         mut shutdown: watch::Receiver<bool>,
     ) -> PartitionEnd {
-        let mut fills = CacheFills::default();
+        let mut fills = CacheFill::default();
         let end = self
             .consume_partition(partition, epoch, &mut fills, &mut shutdown)
             .await;
@@ -352,7 +352,7 @@ impl Consumer {
         &self,
         partition: i32,
         epoch: Option<i64>,
-        fills: &mut CacheFills,
+        fills: &mut CacheFill,
         shutdown: &mut watch::Receiver<bool>,
     ) -> PartitionEnd {
         let label = partition.to_string();
@@ -649,7 +649,7 @@ impl Consumer {
         batch: FetchedBatch,
         fence: Fence,
         mut early: Option<JoinHandle<StoreBatch>>,
-        fills: &mut CacheFills,
+        fills: &mut CacheFill,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Committed {
         let epoch = fence.lease_epoch;
@@ -747,9 +747,9 @@ fn fenced_as(batch: &StoreBatch, fence: Fence) -> bool {
 /// on a task of their own while the partition's next batch is stored. The cache only ever
 /// sees committed orders; a read that comes before its order's fill finds it in the database.
 #[derive(Default)]
-struct CacheFills(Option<JoinHandle<()>>);
+struct CacheFill(Option<JoinHandle<()>>);
 
-impl CacheFills {
+impl CacheFill {
     /// Starts the fill of a committed batch, after the previous one has finished (it had the
     /// whole commit to do so): fills never pile up.
     async fn start(&mut self, ingest: &IngestService, batch: StoreBatch, outcome: StoreOutcome) {
