@@ -192,7 +192,7 @@ async fn page_shows_orders_messages_and_never_runs_injected_html() {
     c.goto(&format!("{}/?uid={}", app.base, hostile.order_uid))
         .await
         .unwrap();
-    wait_text(&c, "order-uid", |t| t.contains(&hostile.order_uid)).await;
+    wait_text(&c, "order-uid", |t| t.contains(hostile.order_uid.as_str())).await;
     let page_text = c
         .find(Locator::Id("order"))
         .await
@@ -201,7 +201,7 @@ async fn page_shows_orders_messages_and_never_runs_injected_html() {
         .await
         .unwrap();
     assert!(
-        page_text.contains(&hostile.delivery.name),
+        page_text.contains(hostile.delivery.name.as_str()),
         "the name shows as text"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::try_join_all;
-use orders_domain::Order;
+use orders_domain::{Order, Text};
 use orders_postgres::PgConfig;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
@@ -132,12 +132,16 @@ async fn naive_stream(client: &mut Client, orders: &[Order]) -> anyhow::Result<(
     for (n, o) in orders.iter().enumerate() {
         let tx = client.transaction().await?;
         let offset = n as i64;
-        tx.execute(&ins_order, &order_row(o, &0, &offset)).await?;
-        tx.execute(&ins_delivery, &delivery_row(o)).await?;
-        tx.execute(&ins_payment, &payment_row(o)).await?;
+        tx.execute(&ins_order, &order_row(o, &order_texts(o), &0, &offset))
+            .await?;
+        tx.execute(&ins_delivery, &delivery_row(&delivery_texts(o)))
+            .await?;
+        tx.execute(&ins_payment, &payment_row(o, &payment_texts(o)))
+            .await?;
         for (i, it) in o.items.iter().enumerate() {
             let pos = i as i32;
-            tx.execute(&ins_item, &item_row(o, &pos, it)).await?;
+            tx.execute(&ins_item, &item_row(&item_texts(o, it), &pos, it))
+                .await?;
         }
         tx.commit().await?;
     }
@@ -146,12 +150,14 @@ async fn naive_stream(client: &mut Client, orders: &[Order]) -> anyhow::Result<(
 
 const TOPIC: &str = "bench";
 
-fn order_row<'a>(
-    o: &'a Order,
-    partition: &'a i32,
-    offset: &'a i64,
-) -> [&'a (dyn ToSql + Sync); 14] {
-    [
+/// The text fields of a row as `&str`, which tokio-postgres encodes (the model's `Text` has no
+/// `ToSql`); the row functions below borrow them.
+fn strs<const N: usize>(fields: [&Text; N]) -> [&str; N] {
+    fields.map(Text::as_str)
+}
+
+fn order_texts(o: &Order) -> [&str; 9] {
+    strs([
         &o.order_uid,
         &o.track_number,
         &o.entry,
@@ -160,18 +166,37 @@ fn order_row<'a>(
         &o.customer_id,
         &o.delivery_service,
         &o.shardkey,
+        &o.oof_shard,
+    ])
+}
+
+fn order_row<'a>(
+    o: &'a Order,
+    s: &'a [&'a str; 9],
+    partition: &'a i32,
+    offset: &'a i64,
+) -> [&'a (dyn ToSql + Sync); 14] {
+    [
+        &s[0],
+        &s[1],
+        &s[2],
+        &s[3],
+        &s[4],
+        &s[5],
+        &s[6],
+        &s[7],
         &o.sm_id,
         &o.date_created,
-        &o.oof_shard,
+        &s[8],
         &TOPIC,
         partition,
         offset,
     ]
 }
 
-fn delivery_row(o: &Order) -> [&(dyn ToSql + Sync); 8] {
+fn delivery_texts(o: &Order) -> [&str; 8] {
     let d = &o.delivery;
-    [
+    strs([
         &o.order_uid,
         &d.name,
         &d.phone,
@@ -180,44 +205,71 @@ fn delivery_row(o: &Order) -> [&(dyn ToSql + Sync); 8] {
         &d.address,
         &d.region,
         &d.email,
-    ]
+    ])
 }
 
-fn payment_row(o: &Order) -> [&(dyn ToSql + Sync); 11] {
+fn delivery_row<'a>(s: &'a [&'a str; 8]) -> [&'a (dyn ToSql + Sync); 8] {
+    [&s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6], &s[7]]
+}
+
+fn payment_texts(o: &Order) -> [&str; 6] {
     let p = &o.payment;
-    [
+    strs([
         &o.order_uid,
         &p.transaction,
         &p.request_id,
         &p.currency,
         &p.provider,
+        &p.bank,
+    ])
+}
+
+fn payment_row<'a>(o: &'a Order, s: &'a [&'a str; 6]) -> [&'a (dyn ToSql + Sync); 11] {
+    let p = &o.payment;
+    [
+        &s[0],
+        &s[1],
+        &s[2],
+        &s[3],
+        &s[4],
         &p.amount,
         &p.payment_dt,
-        &p.bank,
+        &s[5],
         &p.delivery_cost,
         &p.goods_total,
         &p.custom_fee,
     ]
 }
 
+fn item_texts<'a>(o: &'a Order, it: &'a orders_domain::Item) -> [&'a str; 6] {
+    strs([
+        &o.order_uid,
+        &it.track_number,
+        &it.rid,
+        &it.name,
+        &it.size,
+        &it.brand,
+    ])
+}
+
 fn item_row<'a>(
-    o: &'a Order,
+    s: &'a [&'a str; 6],
     pos: &'a i32,
     it: &'a orders_domain::Item,
 ) -> [&'a (dyn ToSql + Sync); 13] {
     [
-        &o.order_uid,
+        &s[0],
         pos,
         &it.chrt_id,
-        &it.track_number,
+        &s[1],
         &it.price,
-        &it.rid,
-        &it.name,
+        &s[2],
+        &s[3],
         &it.sale,
-        &it.size,
+        &s[4],
         &it.total_price,
         &it.nm_id,
-        &it.brand,
+        &s[5],
         &it.status,
     ]
 }
@@ -316,7 +368,9 @@ async fn copy_stream(
         )
         .await?;
         for &i in batch {
-            w.write(&order_row(&orders[i], &partition, &offset)).await?;
+            let o = &orders[i];
+            w.write(&order_row(o, &order_texts(o), &partition, &offset))
+                .await?;
             offset += 1;
         }
         w.finish().await?;
@@ -329,7 +383,7 @@ async fn copy_stream(
         )
         .await?;
         for &i in batch {
-            w.write(&delivery_row(&orders[i])).await?;
+            w.write(&delivery_row(&delivery_texts(&orders[i]))).await?;
         }
         w.finish().await?;
 
@@ -342,7 +396,8 @@ async fn copy_stream(
         )
         .await?;
         for &i in batch {
-            w.write(&payment_row(&orders[i])).await?;
+            let o = &orders[i];
+            w.write(&payment_row(o, &payment_texts(o))).await?;
         }
         w.finish().await?;
 
@@ -357,7 +412,7 @@ async fn copy_stream(
             let o = &orders[i];
             for (pos, it) in o.items.iter().enumerate() {
                 let pos = pos as i32;
-                w.write(&item_row(o, &pos, it)).await?;
+                w.write(&item_row(&item_texts(o, it), &pos, it)).await?;
             }
         }
         w.finish().await?;

@@ -167,11 +167,11 @@ pub(crate) async fn run(
     };
     let db = BenchDb::create(admin).await?;
     store(&db, orders).await?;
-    let uids: Vec<String> = orders.iter().map(|o| o.order_uid.clone()).collect();
+    let uids: Vec<String> = orders.iter().map(|o| o.order_uid.to_string()).collect();
     let order_paths: Vec<String> = uids.iter().map(|u| format!("/order/{u}")).collect();
     let map: Arc<DashMap<String, Bytes>> = Arc::new(DashMap::new());
     for o in orders {
-        map.insert(o.order_uid.clone(), Bytes::from(serde_json::to_vec(o)?));
+        map.insert(o.order_uid.to_string(), Bytes::from(serde_json::to_vec(o)?));
     }
     let bare = bare(workers, map)?;
     let settings = Settings {

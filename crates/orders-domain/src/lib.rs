@@ -21,7 +21,7 @@ pub mod testing;
 
 pub use error::{Chain, QueryError, RepositoryError, SourceError};
 pub use ingest::{IngestReport, IngestService, ReplayReport};
-pub use model::{Delivery, Item, Order, OrderSummary, Payment};
+pub use model::{Delivery, Item, Order, OrderSummary, Payment, Text};
 pub use order_json::{
     CachedOrder, ENTITY_TAG_LEN, MessageJsonError, OrderJson, ReceivedMessage, entity_tag,
 };

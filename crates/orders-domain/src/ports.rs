@@ -13,14 +13,14 @@ use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::error::{RepositoryError, SourceError};
-use crate::model::{Order, OrderSummary};
+use crate::model::{Order, OrderSummary, Text};
 use crate::order_json::{CachedOrder, OrderJson};
 use crate::validation::RejectReason;
 
 /// Where a message sits in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Position {
-    pub topic: String,
+    pub topic: Text,
     pub partition: i32,
     pub offset: i64,
 }
@@ -176,10 +176,10 @@ pub struct StoreBatch {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreOutcome {
     /// Uids of the orders that were new and are now stored.
-    pub stored: Vec<String>,
+    pub stored: Vec<Text>,
     /// Positions and uids of orders whose uid was already stored; recorded as `duplicate`
     /// rejections in the same transaction, the stored order left unchanged.
-    pub duplicates: Vec<(String, Position)>,
+    pub duplicates: Vec<(Text, Position)>,
 }
 
 /// A row of `rejected_messages`.
@@ -294,7 +294,7 @@ pub trait OrderRepository: Send + Sync + std::fmt::Debug {
                         .map_err(|e| RepositoryError::other("serializing a stored order", e))?;
                     Ok(StoredJson {
                         seq,
-                        order_uid: order.order_uid,
+                        order_uid: order.order_uid.into_string(),
                         json,
                     })
                 })

@@ -728,7 +728,7 @@ mod tests {
         for n in 0..(WARM_PAGE as u64 + 10) {
             let mut o = generated_order("s-", n, 1);
             if n == WARM_PAGE as u64 + 5 {
-                o.delivery.address = "x".repeat(5_000_000);
+                o.delivery.address = "x".repeat(5_000_000).into();
             }
             store(repo.as_ref(), o).await;
         }

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::model::{Delivery, Item, Order, Payment};
+use compact_str::format_compact;
+
+use crate::model::{Delivery, Item, Order, Payment, Text};
 use crate::unknown::Extra;
 
 /// The reference order (`fixtures/order.json`).
@@ -15,8 +17,8 @@ pub fn reference_order() -> Order {
 
 /// A valid order with `items` items whose uid is `{prefix}{n}`; the same inputs give the same order.
 pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
-    let uid = format!("{prefix}{n}");
-    let track = format!("TRK{n:010}");
+    let uid = format_compact!("{prefix}{n}");
+    let track = format_compact!("TRK{n:010}");
     let items: Vec<Item> = (0..items.max(1))
         .map(|i| {
             let price = 100 + ((n as i64 * 7 + i as i64 * 13) % 5000);
@@ -25,8 +27,8 @@ pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
                 chrt_id: 9_000_000 + n as i64 + i as i64,
                 track_number: track.clone(),
                 price,
-                rid: format!("rid{n}x{i}"),
-                name: format!("Item {i} of order {n}"),
+                rid: format_compact!("rid{n}x{i}"),
+                name: format_compact!("Item {i} of order {n}"),
                 sale,
                 size: "0".into(),
                 total_price: price * (100 - sale as i64) / 100,
@@ -52,14 +54,14 @@ pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
             phone: "+9720000000".into(),
             zip: "2639809".into(),
             city: "Kiryat Mozkin".into(),
-            address: format!("Ploshad Mira {}", n % 100),
+            address: format_compact!("Ploshad Mira {}", n % 100),
             region: "Kraiot".into(),
             email: "test@gmail.com".into(),
             extra: Extra::NONE,
         },
         payment: Payment {
             transaction: uid,
-            request_id: String::new(),
+            request_id: Text::default(),
             currency: "USD".into(),
             provider: "wbpay".into(),
             amount: goods_total + delivery_cost,
@@ -72,10 +74,10 @@ pub fn generated_order(prefix: &str, n: u64, items: usize) -> Order {
         },
         items,
         locale: "en".into(),
-        internal_signature: String::new(),
-        customer_id: format!("customer{}", n % 1000),
+        internal_signature: Text::default(),
+        customer_id: format_compact!("customer{}", n % 1000),
         delivery_service: "meest".into(),
-        shardkey: (n % 10).to_string(),
+        shardkey: format_compact!("{}", n % 10),
         sm_id: 99,
         date_created: created,
         oof_shard: "1".into(),
@@ -130,7 +132,7 @@ pub fn mixed_order(prefix: &str, n: u64) -> Order {
 pub fn many_errors_message() -> Vec<u8> {
     let mut o = reference_order();
     o.order_uid = "many-errors-order".into();
-    o.track_number = "T".repeat(600_000);
+    o.track_number = "T".repeat(600_000).into();
     let item = o.items[0].clone();
     o.items = vec![item; crate::validation::MAX_ITEMS];
     serde_json::to_vec(&o).unwrap_or_default()

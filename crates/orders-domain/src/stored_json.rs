@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::model::{Delivery, Item, Order, Payment};
+use crate::model::{Delivery, Item, Order, Payment, Text};
 use crate::unknown::{Extra, RawFields};
 
 /// An order's own fields and its delivery's and payment's, as storage returns them.
@@ -88,41 +88,41 @@ impl OrderFields<'_> {
     pub fn to_order(&self, items: Vec<Item>) -> Result<Order, serde_json::Error> {
         let (d, p) = (&self.delivery, &self.payment);
         Ok(Order {
-            order_uid: self.order_uid.to_owned(),
-            track_number: self.track_number.to_owned(),
-            entry: self.entry.to_owned(),
+            order_uid: Text::from(self.order_uid),
+            track_number: Text::from(self.track_number),
+            entry: Text::from(self.entry),
             delivery: Delivery {
-                name: d.name.to_owned(),
-                phone: d.phone.to_owned(),
-                zip: d.zip.to_owned(),
-                city: d.city.to_owned(),
-                address: d.address.to_owned(),
-                region: d.region.to_owned(),
-                email: d.email.to_owned(),
+                name: Text::from(d.name),
+                phone: Text::from(d.phone),
+                zip: Text::from(d.zip),
+                city: Text::from(d.city),
+                address: Text::from(d.address),
+                region: Text::from(d.region),
+                email: Text::from(d.email),
                 extra: extra(d.extra)?,
             },
             payment: Payment {
-                transaction: p.transaction.to_owned(),
-                request_id: p.request_id.to_owned(),
-                currency: p.currency.to_owned(),
-                provider: p.provider.to_owned(),
+                transaction: Text::from(p.transaction),
+                request_id: Text::from(p.request_id),
+                currency: Text::from(p.currency),
+                provider: Text::from(p.provider),
                 amount: p.amount,
                 payment_dt: p.payment_dt,
-                bank: p.bank.to_owned(),
+                bank: Text::from(p.bank),
                 delivery_cost: p.delivery_cost,
                 goods_total: p.goods_total,
                 custom_fee: p.custom_fee,
                 extra: extra(p.extra)?,
             },
             items,
-            locale: self.locale.to_owned(),
-            internal_signature: self.internal_signature.to_owned(),
-            customer_id: self.customer_id.to_owned(),
-            delivery_service: self.delivery_service.to_owned(),
-            shardkey: self.shardkey.to_owned(),
+            locale: Text::from(self.locale),
+            internal_signature: Text::from(self.internal_signature),
+            customer_id: Text::from(self.customer_id),
+            delivery_service: Text::from(self.delivery_service),
+            shardkey: Text::from(self.shardkey),
             sm_id: self.sm_id,
             date_created: self.date_created,
-            oof_shard: self.oof_shard.to_owned(),
+            oof_shard: Text::from(self.oof_shard),
             extra: extra(self.extra)?,
         })
     }
@@ -134,15 +134,15 @@ impl ItemFields<'_> {
     pub fn to_item(&self) -> Result<Item, serde_json::Error> {
         Ok(Item {
             chrt_id: self.chrt_id,
-            track_number: self.track_number.to_owned(),
+            track_number: Text::from(self.track_number),
             price: self.price,
-            rid: self.rid.to_owned(),
-            name: self.name.to_owned(),
+            rid: Text::from(self.rid),
+            name: Text::from(self.name),
             sale: self.sale,
-            size: self.size.to_owned(),
+            size: Text::from(self.size),
             total_price: self.total_price,
             nm_id: self.nm_id,
-            brand: self.brand.to_owned(),
+            brand: Text::from(self.brand),
             status: self.status,
             extra: extra(self.extra)?,
         })
@@ -481,13 +481,14 @@ mod tests {
     }
 
     /// Any text, weighted towards what needs escaping.
-    fn text() -> impl Strategy<Value = String> {
+    fn text() -> impl Strategy<Value = Text> {
         prop_oneof![
             ".*",
             "[a-z0-9 ]{0,40}",
             "[\"\\\\\u{0}-\u{1f}\u{7f}éß😀a]{0,24}",
             Just(String::new()),
         ]
+        .prop_map(Text::from)
     }
 
     /// A JSON value's text as a producer may have written it (spacing, exponents, escapes).

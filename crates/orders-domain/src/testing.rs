@@ -133,7 +133,7 @@ impl OrderRepository for InMemoryRepository {
             .retain(|r| !batch.superseded_rejections.contains(&r.id));
         let mut new_rejections = Vec::new();
         for a in &batch.orders {
-            if st.orders.contains_key(&a.order.order_uid) {
+            if st.orders.contains_key(a.order.order_uid.as_str()) {
                 outcome
                     .duplicates
                     .push((a.order.order_uid.clone(), a.position.clone()));
@@ -148,7 +148,7 @@ impl OrderRepository for InMemoryRepository {
                 st.seq += 1;
                 let seq = st.seq;
                 st.orders
-                    .insert(a.order.order_uid.clone(), (seq, a.order.clone()));
+                    .insert(a.order.order_uid.to_string(), (seq, a.order.clone()));
                 outcome.stored.push(a.order.order_uid.clone());
             }
         }
@@ -221,9 +221,9 @@ impl OrderRepository for InMemoryRepository {
                 let summary = OrderSummary {
                     items: o.items.len() as i64,
                     amount: o.payment.amount,
-                    currency: o.payment.currency.clone(),
+                    currency: o.payment.currency.to_string(),
                     date_created: o.date_created,
-                    order_uid: o.order_uid,
+                    order_uid: o.order_uid.into_string(),
                 };
                 (seq, summary)
             })
@@ -498,8 +498,8 @@ pub mod conformance {
                 };
                 if n % 7 == 0 {
                     o.delivery.name = odd.into();
-                    o.items[0].name = format!("{odd} {n}");
-                    o.internal_signature = String::new();
+                    o.items[0].name = compact_str::format_compact!("{odd} {n}");
+                    o.internal_signature = crate::Text::default();
                 }
                 o
             })

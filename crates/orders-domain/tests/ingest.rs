@@ -335,7 +335,7 @@ async fn replay_stores_what_is_now_valid_once_per_topic() {
         .into_iter()
         .map(|r| {
             (
-                r.position.topic,
+                r.position.topic.into_string(),
                 r.position.offset,
                 RejectReason::parse(&r.reason).unwrap(),
             )
@@ -364,7 +364,7 @@ async fn oversize_payloads_are_kept_up_to_the_cap_and_replayable() {
     big_order
         .items
         .iter_mut()
-        .for_each(|i| i.name = "n".repeat(200));
+        .for_each(|i| i.name = "n".repeat(200).into());
     let big = json(&big_order);
     assert!(big.len() > 40 * 1024 && big.len() < 100 * 1024);
     let huge = vec![b' '; 300 * 1024];

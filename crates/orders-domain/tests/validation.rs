@@ -295,8 +295,8 @@ proptest! {
         fee in 0i64..10_000,
     ) {
         let mut order = reference_order();
-        order.delivery.name = name;
-        order.delivery.city = city;
+        order.delivery.name = name.into();
+        order.delivery.city = city.into();
         let item = &mut order.items[0];
         item.price = price;
         item.sale = sale;

@@ -44,7 +44,7 @@ fn server() -> (std::net::SocketAddr, OrderJson, String) {
         Arc::new(InMemoryRepository::new()),
         cache,
     ));
-    (addr, json, order.order_uid)
+    (addr, json, order.order_uid.into_string())
 }
 
 /// Allocations per request of `request`, sent many times on one keep-alive connection.

@@ -67,7 +67,9 @@ async fn sends_the_reference_generated_and_invalid_messages() {
         }
     }
     uids.sort();
-    let mut want: Vec<String> = (0..25).map(|i| mixed_order("prod-", i).order_uid).collect();
+    let mut want: Vec<String> = (0..25)
+        .map(|i| mixed_order("prod-", i).order_uid.into_string())
+        .collect();
     want.push("b563feb7b2b84b6test".into());
     want.sort();
     assert_eq!(uids, want);

@@ -524,7 +524,7 @@ impl Consumer {
             orders: vec![],
             rejections: vec![Rejection::new(
                 Position {
-                    topic: topic.to_owned(),
+                    topic: topic.into(),
                     partition: bad.partition,
                     offset: bad.first_offset,
                 },
@@ -834,7 +834,7 @@ fn refused_store_batch(
             .map(|r| {
                 Rejection::new(
                     Position {
-                        topic: topic.to_owned(),
+                        topic: topic.into(),
                         partition: batch.partition,
                         offset: r.offset,
                     },

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use deadpool_postgres::Object;
 use orders_domain::{
-    PayloadDigest, Position, RejectReason, RejectedFilter, RejectedMessage, RepositoryError,
+    PayloadDigest, Position, RejectReason, RejectedFilter, RejectedMessage, RepositoryError, Text,
 };
 
 use crate::error::map_pg;
@@ -34,7 +34,7 @@ pub(super) async fn rejected(
         .map(|r| RejectedMessage {
             id: r.get(0),
             position: Position {
-                topic: r.get(1),
+                topic: Text::from(r.get::<_, &str>(1)),
                 partition: r.get(2),
                 offset: r.get(3),
             },

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
-use orders_domain::{AcceptedOrder, RejectReason, RepositoryError, StoreBatch, StoreOutcome};
+use orders_domain::{AcceptedOrder, RejectReason, RepositoryError, StoreBatch, StoreOutcome, Text};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use super::copy::CopyRows;
@@ -625,7 +625,7 @@ async fn attempt(
     if let Some(origin) = notify
         && !outcome.stored.is_empty()
     {
-        let payloads = commit_payloads(origin, outcome.stored.iter().map(String::as_str));
+        let payloads = commit_payloads(origin, outcome.stored.iter().map(Text::as_str));
         tx.execute(
             "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
             &[&COMMITS_CHANNEL, &payloads],
