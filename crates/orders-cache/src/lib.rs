@@ -15,13 +15,21 @@
 //! calls.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
 use orders_domain::{CacheStats, CachedOrder, OrderCache, OrderJson};
+use smol_str::SmolStr;
+
+/// A cached order's uid, as the map and the FIFO queue hold it: up to 23 bytes inline, so a
+/// probe of the map compares it in the table's own memory. As an `Arc<str>` every probe
+/// followed a pointer into one more cold cache line (a full cache's eviction and insert probe
+/// entries nobody touched for a long time), and every insert allocated it. A longer uid is
+/// one shared allocation, as before.
+type Uid = SmolStr;
 
 /// The dashmap-backed cache.
 #[derive(Debug)]
@@ -29,10 +37,9 @@ pub struct DashCache {
     /// Keyed by foldhash, not SipHash: SipHash was a tenth of an insert's cost (an insert
     /// hashes three times). foldhash is seeded per process, which is the resistance to
     /// crafted collisions a map needs whose keys are validated uids of stored orders.
-    map: DashMap<Arc<str>, CachedOrder, RandomState>,
-    /// Insertion order of the uids in `map`; guarded separately so hits never touch it. Each
-    /// uid is one allocation that the map and this queue share.
-    fifo: Mutex<VecDeque<Arc<str>>>,
+    map: DashMap<Uid, CachedOrder, RandomState>,
+    /// Insertion order of the uids in `map`; guarded separately so hits never touch it.
+    fifo: Mutex<VecDeque<Uid>>,
     capacity: usize,
     /// Most bytes held at once.
     max_bytes: usize,
@@ -80,7 +87,7 @@ impl DashCache {
     /// Evicts the entry inserted longest ago, under the FIFO lock whose queue is `fifo`,
     /// taking what it held off `bytes` (and the published count); returns its uid, or `None`
     /// when the cache is empty.
-    fn evict_oldest(&self, fifo: &mut VecDeque<Arc<str>>, bytes: &mut usize) -> Option<Arc<str>> {
+    fn evict_oldest(&self, fifo: &mut VecDeque<Uid>, bytes: &mut usize) -> Option<Uid> {
         let victim = fifo.pop_front()?;
         if let Some((_, old)) = self.map.remove(&victim) {
             *bytes -= old.held_bytes();
@@ -138,8 +145,8 @@ impl OrderCache for DashCache {
                 break;
             }
         }
-        let key: Arc<str> = order_uid.into();
-        fifo.push_back(Arc::clone(&key));
+        let key = Uid::new(order_uid);
+        fifo.push_back(key.clone());
         self.bytes.store(bytes + len, Ordering::Relaxed);
         self.map.insert(key, entry);
         self.entries.store(fifo.len(), Ordering::Release);

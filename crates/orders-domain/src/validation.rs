@@ -190,7 +190,11 @@ pub fn decode_order_with(
         UnknownFields::Reject => parse_order(text)?,
         UnknownFields::Keep => parse_order_keeping(text)?,
     };
-    validate_order(&order).map_err(DecodeError::Invalid)?;
+    // NUL reaches a decoded string only through the escape `\u0000` (JSON has no raw control
+    // characters in strings), so a message without a backslash cannot hold one: one scan of
+    // the message instead of one per text field.
+    let may_hold_nul = bytes.contains(&b'\\');
+    check_order(&order, may_hold_nul).map_err(DecodeError::Invalid)?;
     Ok(order)
 }
 
@@ -554,12 +558,19 @@ fn quote(v: &str) -> String {
 /// Checks every rule; returns the broken ones (the first [`MAX_REPORTED_ERRORS`] by path) and
 /// how many there are.
 pub fn validate_order(order: &Order) -> Result<(), Violations> {
+    check_order(order, true)
+}
+
+/// [`validate_order`]; the text fields are searched for NUL only if `may_hold_nul`.
+fn check_order(order: &Order, may_hold_nul: bool) -> Result<(), Violations> {
     let mut errors = Vec::new();
     if let Err(e) = order.validate() {
         flatten("", &e, &mut errors);
     }
     cross_field_rules(order, &mut errors);
-    text_rules(order, &mut errors);
+    if may_hold_nul {
+        text_rules(order, &mut errors);
+    }
     unknown_rules(order, &mut errors);
     if errors.is_empty() {
         Ok(())
@@ -890,6 +901,42 @@ mod tests {
     use validator::{ValidateEmail, ValidateLength};
 
     use super::{plain_email, text_len};
+
+    /// The NUL check runs only on messages with a backslash: whatever else a message escapes,
+    /// a NUL in any text field is still found, with its path.
+    #[test]
+    fn a_nul_escape_is_found_beside_other_escapes() {
+        let order = crate::sample::generated_order("nul-", 7, 2);
+        for (field, text) in [
+            ("items[1].name", r"a\u0000b"),
+            ("delivery.city", r#"\"quoted\" \u0000"#),
+        ] {
+            let mut o = order.clone();
+            let at = field.rsplit('.').next().unwrap_or_default();
+            match field {
+                "items[1].name" => o.items[1].name = "placeholder".into(),
+                _ => o.delivery.city = "placeholder".into(),
+            }
+            let json = serde_json::to_string(&o).unwrap().replacen(
+                &format!("\"{at}\":\"placeholder\""),
+                &format!("\"{at}\":\"{text}\""),
+                1,
+            );
+            let err = super::decode_order(Some(json.as_bytes()), 1 << 20).unwrap_err();
+            let super::DecodeError::Invalid(v) = err else {
+                panic!("{field}: {err}")
+            };
+            assert_eq!(v.errors.len(), 1, "{field}: {v:?}");
+            assert_eq!(v.errors[0].path, field);
+            assert_eq!(v.errors[0].rule, super::NUL_RULE);
+        }
+        // Escapes without NUL are fine.
+        let mut o = order;
+        o.delivery.city = "\"quoted\" \\ é".into();
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(json.contains('\\'));
+        assert!(super::decode_order(Some(json.as_bytes()), 1 << 20).is_ok());
+    }
 
     /// validator's own `length(min = MIN, max = MAX)` on `s`, and its error's parameters.
     fn validators_length(s: &str, min: Option<u64>, max: u64) -> bool {
