@@ -12,16 +12,16 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::unknown::Extra;
-
-/// The model's text: inline up to 24 bytes, on the heap beyond. Nearly every field of an
-/// order is that short, so decoding one allocates for none of them, where `String` took one
-/// allocation per field (about 40 for an order of 5 items), freed later on whichever thread
-/// drops the batch: that cross-thread freeing cost more than the copies it saves.
-pub type Text = compact_str::CompactString;
-
 use crate::validation::{
     text_len, validate_currency, validate_email, validate_order_uid, validate_phone, validate_token,
 };
+
+/// The model's text: inline up to 24 bytes, on the heap beyond. Nearly every field of an
+/// order is that short, so decoding one allocates for none of them. With `String` each field
+/// was an allocation (about 40 for an order of 5 items), made by the task that decodes the
+/// batch and freed by whichever thread drops it, and frees from another thread are mimalloc's
+/// dear path (see ARCHITECTURE.md).
+pub type Text = compact_str::CompactString;
 
 /// One order with its delivery, payment and items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate, JsonSchema)]
